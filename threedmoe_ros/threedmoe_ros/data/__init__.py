@@ -1,0 +1,1 @@
+"""data room of threedmoe_ros (see the package docstring for what it may import)."""

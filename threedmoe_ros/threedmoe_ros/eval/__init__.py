@@ -1,0 +1,1 @@
+"""eval room of threedmoe_ros (see the package docstring for what it may import)."""

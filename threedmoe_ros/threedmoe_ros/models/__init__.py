@@ -1,0 +1,1 @@
+"""models room of threedmoe_ros (see the package docstring for what it may import)."""
