@@ -1,0 +1,215 @@
+"""rosbag2 (mcap) episodes without ROS: the project's message types in a `rosbags` typestore,
+and converters between our numpy types and those messages.
+
+Bags written here are ordinary rosbag2 bags: `ros2 bag info/play` reads them on a workstation, and
+rclpy deserialises their CDR payloads into the generated threedmoe_msgs classes (tested).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from threedmoe_ros.data import pointcloud2
+from threedmoe_ros.types import PICK, PLACE, Cloud, EpisodeOutcome, as_plan
+
+MSGS_PACKAGE = "threedmoe_msgs"
+
+# Topic → message type of an episode bag (the recorder node writes the same names over ROS).
+TOPICS = {
+    "/points": "sensor_msgs/msg/PointCloud2",
+    "/instruction": "std_msgs/msg/String",
+    "/pick_place_plan": "threedmoe_msgs/msg/PickPlacePlan",
+    "/joint_states": "sensor_msgs/msg/JointState",
+    "/episode_result": "threedmoe_msgs/msg/EpisodeResult",
+}
+
+
+def msg_dir() -> Path:
+    """Directory holding threedmoe_msgs' .msg files: an installed share/ (ament prefix) or the source tree."""
+    candidates = [Path(p) / "share" / MSGS_PACKAGE / "msg" for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    candidates.append(Path(__file__).resolve().parents[3] / MSGS_PACKAGE / "msg")
+    for path in candidates:
+        if (path / "PickPlacePlan.msg").is_file():
+            return path
+    raise FileNotFoundError(
+        f"cannot find {MSGS_PACKAGE}/msg/*.msg in {[str(c) for c in candidates]}; "
+        "build threedmoe_msgs (make setup) or source its install/setup.bash"
+    )
+
+
+@lru_cache(maxsize=1)
+def typestore():
+    """A Jazzy typestore that also knows threedmoe_msgs' messages."""
+    store = get_typestore(Stores.ROS2_JAZZY)
+    types = {}
+    for path in sorted(msg_dir().glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"{MSGS_PACKAGE}/msg/{path.stem}"))
+    store.register(types)
+    return store
+
+
+def _t(name: str):
+    return typestore().types[name]
+
+
+def stamp(ns: int):
+    return _t("builtin_interfaces/msg/Time")(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+
+def header(ns: int, frame_id: str = "world"):
+    return _t("std_msgs/msg/Header")(stamp=stamp(ns), frame_id=frame_id)
+
+
+def stamp_ns(msg_header) -> int:
+    return int(msg_header.stamp.sec) * 1_000_000_000 + int(msg_header.stamp.nanosec)
+
+
+# ---------------------------------------------------------------- numpy → rosbags messages
+
+
+def cloud_msg(cloud: Cloud, ns: int | None = None):
+    fields = pointcloud2.encode_fields(cloud)
+    PointField = _t("sensor_msgs/msg/PointField")
+    return _t("sensor_msgs/msg/PointCloud2")(
+        header=header(cloud.stamp_ns if ns is None else ns, cloud.frame_id),
+        height=fields["height"],
+        width=fields["width"],
+        fields=[PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count) for f in fields["fields"]],
+        is_bigendian=fields["is_bigendian"],
+        point_step=fields["point_step"],
+        row_step=fields["row_step"],
+        data=np.frombuffer(fields["data"], dtype=np.uint8),
+        is_dense=fields["is_dense"],
+    )
+
+
+def string_msg(text: str):
+    return _t("std_msgs/msg/String")(data=text)
+
+
+def _pose(p: np.ndarray):
+    Point, Quaternion = _t("geometry_msgs/msg/Point"), _t("geometry_msgs/msg/Quaternion")
+    return _t("geometry_msgs/msg/Pose")(
+        position=Point(x=float(p[0]), y=float(p[1]), z=float(p[2])),
+        orientation=Quaternion(x=float(p[3]), y=float(p[4]), z=float(p[5]), w=float(p[6])),
+    )
+
+
+def plan_msg(plan: np.ndarray, instruction: str, ns: int, inference_ms: float = 0.0, model_id: str = "", frame_id: str = "world"):
+    PickPlace = _t("threedmoe_msgs/msg/PickPlace")
+    steps = [PickPlace(pick=_pose(s[PICK]), place=_pose(s[PLACE])) for s in as_plan(plan)] if len(plan) else []
+    return _t("threedmoe_msgs/msg/PickPlacePlan")(
+        header=header(ns, frame_id), instruction=instruction, steps=steps, inference_ms=float(inference_ms), model_id=model_id
+    )
+
+
+def joint_state_msg(names: list[str], positions: np.ndarray, ns: int):
+    return _t("sensor_msgs/msg/JointState")(
+        header=header(ns, ""),
+        name=list(names),
+        position=np.asarray(positions, dtype=np.float64),
+        velocity=np.zeros(0),
+        effort=np.zeros(0),
+    )
+
+
+def result_msg(outcome: EpisodeOutcome, ns: int):
+    return _t("threedmoe_msgs/msg/EpisodeResult")(
+        header=header(ns),
+        task=outcome.task,
+        seed=int(outcome.seed),
+        instruction=outcome.instruction,
+        unseen_colors=bool(outcome.unseen_colors),
+        steps_taken=int(outcome.steps_taken),
+        reward=float(outcome.reward),
+        success=bool(outcome.success),
+        reason=outcome.reason,
+        detail=outcome.detail,
+    )
+
+
+# ---------------------------------------------------------------- rosbags messages → numpy
+
+
+def pose_array(pose) -> np.ndarray:
+    p, q = pose.position, pose.orientation
+    return np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w], dtype=np.float64)
+
+
+def plan_from_msg(msg) -> np.ndarray:
+    """PickPlacePlan (rclpy or rosbags) → plan array (T, 2, 7)."""
+    if not msg.steps:
+        return np.zeros((0, 2, 7))
+    return np.stack([np.stack([pose_array(s.pick), pose_array(s.place)]) for s in msg.steps])
+
+
+def outcome_from_msg(msg) -> EpisodeOutcome:
+    return EpisodeOutcome(
+        task=msg.task, seed=int(msg.seed), instruction=msg.instruction, unseen_colors=bool(msg.unseen_colors),
+        steps_taken=int(msg.steps_taken), reward=float(msg.reward), success=bool(msg.success),
+        reason=msg.reason, detail=msg.detail,
+    )
+
+
+# ---------------------------------------------------------------- episode bags
+
+
+class EpisodeWriter:
+    """Writes one episode as a rosbag2 (mcap) directory.
+
+    Use as a context manager: the bag is closed — and readable — whether the block ends normally,
+    by an exception or by KeyboardInterrupt.
+    """
+
+    def __init__(self, path: str | Path):
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"bag {self.path} already exists; choose another output directory")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._writer.open()
+        self._connections = {}
+
+    def write(self, topic: str, msg, ns: int) -> None:
+        msgtype = TOPICS.get(topic) or msg.__msgtype__
+        if topic not in self._connections:
+            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
+        self._writer.write(self._connections[topic], int(ns), typestore().serialize_cdr(msg, msgtype))
+
+    def write_raw(self, topic: str, msgtype: str, cdr: bytes, ns: int) -> None:
+        """Write an already serialised CDR payload (what a ROS subscription with raw=True delivers)."""
+        if topic not in self._connections:
+            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
+        self._writer.write(self._connections[topic], int(ns), bytes(cdr))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> "EpisodeWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_messages(path: str | Path, topics: list[str] | None = None):
+    """Yield (topic, timestamp_ns, message) from a rosbag2 bag, deserialised with our typestore."""
+    from rosbags.rosbag2 import Reader
+
+    path = Path(path)
+    if not (path / "metadata.yaml").is_file():
+        raise FileNotFoundError(f"{path} is not a rosbag2 directory (no metadata.yaml); was the recording interrupted before it closed?")
+    store = typestore()
+    with Reader(path) as reader:
+        connections = [c for c in reader.connections if topics is None or c.topic in topics]
+        for conn, ns, raw in reader.messages(connections=connections):
+            yield conn.topic, ns, store.deserialize_cdr(raw, conn.msgtype)
