@@ -1,0 +1,360 @@
+"""Dense → mixture-of-experts upcycling for Llama-family causal LMs (3D-MoE §3.2).
+
+Each chosen decoder layer's SwiGLU FFN (gate_proj, up_proj, down_proj) is copied into E experts and a
+softmax router W ∈ R^{D×E} picks the top-k experts per token; their outputs are mixed with the top-k
+probabilities renormalised to sum to one. Because every expert starts as the same FFN and the mixing
+weights sum to one, the upcycled model computes exactly the dense model's function at conversion,
+whatever the router's initial weights (up to float rounding).
+
+Memory: under LoRA the copied experts are frozen, so all E experts of a layer can point at ONE copy of
+the dense weights and differ only by their LoRA deltas. Each expert still owns its own `nn.Linear`
+modules (so peft wraps each one and gives it its own lora_A / lora_B); only the weight Parameter is
+the same object. This is the default (`share_frozen_experts=True`). Full fine-tuning of experts needs
+independent copies (`share_frozen_experts=False`); sharing and training the base weights would make
+the experts one expert again.
+
+Load balancing follows the Switch Transformer: loss = E · Σ_i F_i · G_i, where F_i is the fraction of
+token→expert assignments that went to expert i (top-k assignments, so Σ F_i = 1) and G_i is the mean
+router probability of expert i. It is 1 at perfect balance and E when one expert takes everything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FFN_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class MoEConfig:
+    """How to upcycle a dense LM.
+
+    num_experts: E, experts per MoE layer (paper: 4).
+    top_k: experts run per token (paper: 2); their weights are renormalised to sum to one.
+    layers: decoder-layer indices to convert; "all" (paper), or "every_other" (odd layers, as MoE-LLaVA).
+    share_frozen_experts: experts share one copy of the frozen dense weights (LoRA training). Set False
+        only to fine-tune expert weights fully.
+    aux_loss_coef: weight of the summed Switch balance loss added to the LM loss (Switch used 1e-2).
+    router_init_std: std of the router's normal init; small so routing starts near uniform but not
+        tied (exact ties would make top-k pick the same experts for every token).
+    """
+
+    num_experts: int = 4
+    top_k: int = 2
+    layers: str | tuple[int, ...] = "all"
+    share_frozen_experts: bool = True
+    aux_loss_coef: float = 0.01
+    router_init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.num_experts < 1:
+            raise ValueError(f"MoEConfig.num_experts must be ≥ 1, got {self.num_experts}")
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ValueError(f"MoEConfig.top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}")
+        if isinstance(self.layers, str):
+            if self.layers not in ("all", "every_other"):
+                raise ValueError(f"MoEConfig.layers must be 'all', 'every_other' or indices, got {self.layers!r}")
+        else:
+            self.layers = tuple(int(i) for i in self.layers)
+        if self.aux_loss_coef < 0:
+            raise ValueError(f"MoEConfig.aux_loss_coef must be ≥ 0, got {self.aux_loss_coef}")
+
+    def layer_indices(self, num_layers: int) -> list[int]:
+        if self.layers == "all":
+            return list(range(num_layers))
+        if self.layers == "every_other":
+            return list(range(1, num_layers, 2))
+        bad = [i for i in self.layers if not -num_layers <= i < num_layers]
+        if bad:
+            raise ValueError(f"MoEConfig.layers {bad} out of range for a model with {num_layers} layers")
+        return sorted({i % num_layers for i in self.layers})
+
+
+# The paper's two configurations.
+MOE_PRESETS: dict[str, MoEConfig] = {
+    "e4-top2": MoEConfig(num_experts=4, top_k=2),
+    "e2-top2": MoEConfig(num_experts=2, top_k=2),
+}
+
+
+@dataclass
+class RouterStats:
+    """Routing of one MoE layer in its last forward pass (detached, for analysis and plots).
+
+    fraction: (E,) share of token→expert assignments per expert (sums to 1), Switch's F.
+    mean_prob: (E,) mean router probability per expert, Switch's G.
+    entropy: mean per-token entropy of the router distribution, nats (log E = uniform).
+    num_tokens: tokens routed.
+    """
+
+    fraction: torch.Tensor
+    mean_prob: torch.Tensor
+    entropy: float
+    num_tokens: int
+
+
+def switch_balance_loss(probs: torch.Tensor, expert_index: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Switch Transformer load-balancing loss E · Σ_i F_i · G_i.
+
+    probs: (N, E) router softmax; expert_index: (N, k) chosen experts. F counts the N·k assignments
+    (not differentiable, as in Switch); G carries the gradient to the router.
+    """
+    counts = torch.bincount(expert_index.reshape(-1), minlength=num_experts).to(probs.dtype)  # (E,)
+    fraction = counts / expert_index.numel()
+    mean_prob = probs.mean(dim=0)  # (E,)
+    return num_experts * torch.sum(fraction * mean_prob)
+
+
+class Expert(nn.Module):
+    """One SwiGLU FFN expert: down(act(gate(x)) · up(x)), the same function as LlamaMLP."""
+
+    def __init__(self, gate_proj: nn.Linear, up_proj: nn.Linear, down_proj: nn.Linear, act_fn: nn.Module) -> None:
+        super().__init__()
+        self.gate_proj, self.up_proj, self.down_proj = gate_proj, up_proj, down_proj
+        self.act_fn = act_fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (n, D) -> (n, D)
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MoEFeedForward(nn.Module):
+    """Top-k routed mixture of SwiGLU experts, a drop-in replacement for a decoder layer's `mlp`.
+
+    Dispatch is dropless and grouped: token→expert assignments are sorted by expert, and each expert
+    runs one matmul chain over exactly its tokens (index_select in, index_copy back to token order).
+    Work is top_k × dense, never E × dense. With top_k=1 the renormalised weight is 1, so the router
+    learns only from the balance loss; the presets use top-2.
+    """
+
+    def __init__(self, experts: Sequence[Expert], router: nn.Linear, top_k: int) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList(experts)
+        self.router = router  # Linear(D, E, bias=False): W ∈ R^{D×E}
+        self.num_experts = len(self.experts)
+        self.top_k = top_k
+        # Filled on every forward; `aux_loss` keeps its graph so the training loop can add it.
+        self.aux_loss: torch.Tensor | None = None
+        self.last_stats: RouterStats | None = None
+        # Optional (B, T) bool mask of real tokens, set by the caller for padded batches so padding
+        # neither counts in the balance loss nor in the statistics. Routing itself ignores it.
+        self.token_mask: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        shape = hidden_states.shape  # (B, T, D)
+        x = hidden_states.reshape(-1, shape[-1])  # (N, D)
+        logits = self.router(x)  # (N, E)
+        probs = F.softmax(logits, dim=-1, dtype=torch.float32)  # (N, E), fp32 for a stable softmax
+        top_w, top_i = probs.topk(self.top_k, dim=-1)  # (N, k)
+        top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+
+        # Group the N·k assignments by expert; each expert runs once over exactly its rows.
+        flat_expert = top_i.reshape(-1)  # (N·k,)
+        order = torch.argsort(flat_expert, stable=True)
+        rows_sorted = order // self.top_k  # (N·k,) token row of each sorted assignment
+        counts = torch.bincount(flat_expert, minlength=self.num_experts).tolist()
+        y_sorted = x.new_empty(flat_expert.shape[0], shape[-1])  # (N·k, D)
+        start = 0
+        for expert, count in zip(self.experts, counts):
+            if count:
+                rows = rows_sorted[start : start + count]  # (n_e,)
+                y_sorted[start : start + count] = expert(x.index_select(0, rows))  # (n_e, D)
+            start += count
+        y = torch.empty_like(y_sorted).index_copy_(0, order, y_sorted).view(-1, self.top_k, shape[-1])  # (N, k, D)
+
+        # Σ_j w_j·y_j written as y_0 + Σ_{j≥1} w_j·(y_j − y_0): the same function (the renormalised
+        # weights sum to one), but exact when the experts agree, so the upcycled model reproduces the
+        # dense logits bit for bit instead of drifting by float rounding through every layer.
+        w = top_w.to(x.dtype)  # (N, k)
+        out = y[:, 0]
+        for j in range(1, self.top_k):
+            out = out + w[:, j, None] * (y[:, j] - y[:, 0])
+
+        self._record(probs, top_i, shape[:-1])
+        return out.reshape(shape)
+
+    def _record(self, probs: torch.Tensor, top_i: torch.Tensor, lead_shape: torch.Size) -> None:
+        mask = self.token_mask
+        if mask is not None and tuple(mask.shape) == tuple(lead_shape):
+            keep = mask.reshape(-1).to(probs.device, torch.bool)
+            probs, top_i = probs[keep], top_i[keep]
+        if probs.shape[0] == 0:
+            self.aux_loss, self.last_stats = None, None
+            return
+        self.aux_loss = switch_balance_loss(probs, top_i, self.num_experts)
+        with torch.no_grad():
+            counts = torch.bincount(top_i.reshape(-1), minlength=self.num_experts).float()
+            entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
+            self.last_stats = RouterStats(
+                fraction=(counts / top_i.numel()).cpu(),
+                mean_prob=probs.mean(0).detach().cpu(),
+                entropy=float(entropy),
+                num_tokens=int(probs.shape[0]),
+            )
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder-layer list of a Hugging Face causal LM (also under a peft wrapper).
+
+    Found by structure, not by class name, so Llama, SmolLM2, Qwen2 and Mistral all work: the first
+    ModuleList whose items carry an `mlp`.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) and all(hasattr(m, "mlp") for m in module):
+            return module
+    raise ValueError(f"{type(model).__name__} has no list of decoder layers with an `mlp`; is it a Llama-family LM?")
+
+
+def _linear_like(src: nn.Linear, share: bool) -> nn.Linear:
+    """A new nn.Linear computing `src`: pointing at src's Parameters (share) or holding a copy."""
+    has_bias = src.bias is not None
+    if share:
+        # Built on the meta device so no memory is allocated for weights that are replaced at once.
+        lin = nn.Linear(src.in_features, src.out_features, bias=has_bias, device="meta", dtype=src.weight.dtype)
+        lin.weight = src.weight
+        if has_bias:
+            lin.bias = src.bias
+        return lin
+    lin = nn.Linear(src.in_features, src.out_features, bias=has_bias, device=src.weight.device, dtype=src.weight.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(src.weight)
+        if has_bias:
+            lin.bias.copy_(src.bias)
+    return lin
+
+
+def upcycle_to_moe(
+    model: nn.Module,
+    num_experts: int = 4,
+    top_k: int = 2,
+    layers: str | Sequence[int] = "all",
+    share_frozen_experts: bool = True,
+    aux_loss_coef: float = 0.01,
+    router_init_std: float = 0.02,
+) -> nn.Module:
+    """Replace the FFN of the chosen decoder layers by MoEFeedForward with E copies of it, in place.
+
+    Returns `model`. The settings are kept on `model.config.moe` (a dict; saved with config.json), so a
+    checkpoint can rebuild the same structure. With `share_frozen_experts`, the dense FFN weights are
+    frozen (requires_grad=False) and shared by every expert.
+    """
+    cfg = MoEConfig(num_experts, top_k, layers if isinstance(layers, str) else tuple(layers),
+                    share_frozen_experts, aux_loss_coef, router_init_std)
+    blocks = decoder_layers(model)
+    chosen = cfg.layer_indices(len(blocks))
+    for i in chosen:
+        mlp = blocks[i].mlp
+        if isinstance(mlp, MoEFeedForward):
+            raise ValueError(f"decoder layer {i} is already a MoEFeedForward; upcycle a dense model")
+        missing = [p for p in FFN_PROJECTIONS if not isinstance(getattr(mlp, p, None), nn.Linear)]
+        if missing:
+            raise ValueError(f"layer {i} mlp ({type(mlp).__name__}) lacks nn.Linear {missing}; not a SwiGLU FFN")
+        if share_frozen_experts:
+            for p in FFN_PROJECTIONS:
+                getattr(mlp, p).requires_grad_(False)
+        experts = [
+            Expert(*(_linear_like(getattr(mlp, p), share_frozen_experts) for p in FFN_PROJECTIONS), act_fn=mlp.act_fn)
+            for _ in range(num_experts)
+        ]
+        weight = mlp.gate_proj.weight
+        router = nn.Linear(weight.shape[1], num_experts, bias=False, device=weight.device, dtype=weight.dtype)
+        if weight.device.type != "meta":
+            nn.init.normal_(router.weight, std=router_init_std)
+        blocks[i].mlp = MoEFeedForward(experts, router, top_k)
+    config = getattr(model, "config", None)
+    if config is not None:
+        config.moe = {**asdict(cfg), "layers": chosen}
+    return model
+
+
+def moe_layers(model: nn.Module) -> Iterator[tuple[int, MoEFeedForward]]:
+    """(decoder-layer index, MoEFeedForward) for every MoE layer of `model`."""
+    for i, block in enumerate(decoder_layers(model)):
+        mlp = block.mlp
+        if isinstance(mlp, MoEFeedForward):
+            yield i, mlp
+
+
+def moe_aux_loss(model: nn.Module, coef: float | None = None) -> torch.Tensor | None:
+    """coef · Σ_layers Switch balance loss of the last forward; None for a dense model.
+
+    `coef` defaults to the aux_loss_coef given to upcycle_to_moe. Add it to the LM loss.
+    """
+    losses = [m.aux_loss for _, m in moe_layers(model) if m.aux_loss is not None]
+    if not losses:
+        return None
+    if coef is None:
+        coef = _moe_settings(model).get("aux_loss_coef", 0.01)
+    return coef * torch.stack(losses).sum()
+
+
+def router_stats(model: nn.Module) -> dict[int, RouterStats]:
+    """Routing statistics of the last forward, per decoder-layer index."""
+    return {i: m.last_stats for i, m in moe_layers(model) if m.last_stats is not None}
+
+
+def set_token_mask(model: nn.Module, mask: torch.Tensor | None) -> None:
+    """Tell every MoE layer which tokens are real (B, T) so padding stays out of the balance loss."""
+    for _, m in moe_layers(model):
+        m.token_mask = mask
+
+
+def _moe_settings(model: nn.Module) -> dict:
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        moe = getattr(config, "moe", None)
+        if isinstance(moe, dict):
+            return moe
+    return {}
+
+
+def unshare_experts(model: nn.Module) -> nn.Module:
+    """Give every expert its own copy of the base weights (needed before merging LoRA into them).
+
+    With shared weights a merge would add expert 0's delta into the weight every expert reads.
+    """
+    for _, moe in moe_layers(model):
+        seen: set[int] = set()
+        for expert in moe.experts:
+            for p in FFN_PROJECTIONS:
+                lin = getattr(expert, p)
+                lin = getattr(lin, "base_layer", lin)  # under peft the nn.Linear is base_layer
+                if id(lin.weight) in seen:
+                    lin.weight = nn.Parameter(lin.weight.detach().clone(), requires_grad=lin.weight.requires_grad)
+                    if lin.bias is not None:
+                        lin.bias = nn.Parameter(lin.bias.detach().clone(), requires_grad=lin.bias.requires_grad)
+                seen.add(id(lin.weight))
+    return model
+
+
+@dataclass
+class ParamCount:
+    """Parameters by storage: shared tensors counted once."""
+
+    total: int
+    trainable: int
+    bytes: int
+    by_dtype: dict[str, int] = field(default_factory=dict)
+
+
+def count_parameters(model: nn.Module) -> ParamCount:
+    """Count unique parameter tensors (works on the meta device: only shapes are read)."""
+    total = trainable = nbytes = 0
+    by_dtype: dict[str, int] = {}
+    for p in model.parameters():  # nn.Module.parameters() already yields a shared Parameter once
+        n = p.numel()
+        total += n
+        trainable += n if p.requires_grad else 0
+        nbytes += n * p.element_size()
+        by_dtype[str(p.dtype)] = by_dtype.get(str(p.dtype), 0) + n
+    return ParamCount(total, trainable, nbytes, by_dtype)
+
+
+def routing_entropy_max(num_experts: int) -> float:
+    """Entropy of a uniform router, for normalising RouterStats.entropy."""
+    return math.log(num_experts)
