@@ -1,0 +1,300 @@
+"""The tabletop environment with a Gymnasium-style face.
+
+    env = TabletopEnv(EnvConfig(task="put-block-in-zone"))
+    obs, info = env.reset(seed=3)
+    while True:
+        obs, reward, terminated, truncated, info = env.step(env.oracle_plan())
+        if terminated or truncated:
+            break
+    env.outcome()  # EpisodeOutcome
+
+step(plan) runs every step of `plan` (T, 2, 7) in order — pass plan[:k] to run only k. A plan is
+checked as a whole before anything moves: NaN, poses outside the workspace, tilted beyond what a
+suction tool can use, or out of the arm's reach reject the plan with reason "invalid_plan" in
+`info`; nothing is executed and the episode goes on. An episode ends (terminated) on success, on a
+primitive that failed (configurable), or on an empty plan (the caller says it is done); it is cut
+(truncated) at the task's step limit, after too many rejected plans, or when its simulated time is up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pybullet as p
+
+from threedmoe_ros.sim import assets
+from threedmoe_ros.sim.cameras import CameraConfig, FusionConfig, default_cameras, downsample, fuse, heightmap, render
+from threedmoe_ros.sim.oracle import oracle_plan
+from threedmoe_ros.sim.primitive import PrimitiveConfig, go_home, pick_place, settle
+from threedmoe_ros.sim.robot import Robot
+from threedmoe_ros.sim.scene import SamplingError, Scene
+from threedmoe_ros.sim.tasks import Episode, get_task
+from threedmoe_ros.types import Cloud, EpisodeOutcome, as_plan
+
+SUCCESS, STEP_LIMIT, PRIMITIVE_FAILED, INVALID_PLAN, TIMEOUT, ABORTED = (
+    "success", "step_limit", "primitive_failed", "invalid_plan", "timeout", "aborted",
+)
+
+
+@dataclass
+class EnvConfig:
+    """Everything that changes what an episode looks like or how it is scored."""
+
+    task: str = "put-block-in-zone"
+    """Task name (see sim.tasks.TASKS)."""
+    unseen_colors: bool = False
+    """Draw colours from the held-out split (CLIPort's unseen colours) instead of the training split."""
+    cameras: list[CameraConfig] = field(default_factory=default_cameras)
+    """RGB-D cameras fused into the observation cloud (3 × 320×240 D415-like by default)."""
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    observe: bool = True
+    """Render a cloud for every observation. False skips rendering (oracle evaluation); obs["cloud"] is then empty."""
+    primitive: PrimitiveConfig = field(default_factory=PrimitiveConfig)
+    timestep: float = 1.0 / 240.0
+    """Physics step, s. 240 Hz keeps 3 cm blocks from sinking into each other in towers."""
+    solver_iterations: int = 30
+    max_tilt_deg: float = 30.0
+    """Largest angle between a pose's tool axis and straight down that a suction cup can use."""
+    reach_tolerance: float = 0.01
+    """A pose whose best IK solution misses by more than this (m) is unreachable."""
+    end_on_primitive_failure: bool = True
+    """End the episode when a primitive fails (honest scoring); False lets the caller try again."""
+    max_invalid_plans: int = 10
+    """Rejected plans allowed before the episode is cut (a policy stuck on bad output must end)."""
+    max_sim_time_s: float = 600.0
+    """Simulated-time budget of an episode; past it the episode ends with reason "timeout"."""
+
+    def __post_init__(self) -> None:
+        get_task(self.task)  # raises KeyError naming the known tasks
+        if not self.cameras:
+            raise ValueError("EnvConfig.cameras is empty; an observation needs at least one camera")
+        if not 0 < self.timestep <= 0.02:
+            raise ValueError(f"EnvConfig.timestep {self.timestep} s is outside (0, 0.02]")
+        if not 0 <= self.max_tilt_deg <= 90:
+            raise ValueError("EnvConfig.max_tilt_deg must be in [0, 90]")
+        if self.reach_tolerance <= 0 or self.max_invalid_plans < 1 or self.max_sim_time_s <= 0:
+            raise ValueError("EnvConfig: reach_tolerance, max_invalid_plans and max_sim_time_s must be > 0")
+
+
+class TabletopEnv:
+    """A LoHoRavens-style tabletop: UR5-like arm with suction, blocks, bowls, zones, RGB-D cameras."""
+
+    def __init__(self, config: EnvConfig | None = None):
+        self.config = config or EnvConfig()
+        self.task = get_task(self.config.task)
+        self.client = p.connect(p.DIRECT)
+        self.scene: Scene | None = None
+        self.episode: Episode | None = None
+        self.robot: Robot | None = None
+        self.seed = 0
+        self._outcome: EpisodeOutcome | None = None
+
+    # ------------------------------------------------------------ gym face
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        """Build the scene of `seed` (same seed → same scene, instruction and oracle plan)."""
+        self.seed = int(seed) if seed is not None else self.seed + 1
+        rng = np.random.default_rng(self.seed)
+        for _ in range(20):
+            try:
+                self._build(rng)
+                break
+            except SamplingError:
+                continue  # the rng has moved on, so the retry is different and still deterministic
+        else:
+            raise SamplingError(f"{self.task.name}: could not sample a scene for seed {self.seed}")
+        self.steps_taken = 0
+        self.invalid_plans = 0
+        self.step_limit = self.task.step_limit(len(self.oracle_plan()))
+        self._outcome = None
+        self.reward = self._reward()
+        return self._obs(), self._info(reason="", detail="")
+
+    def step(self, plan) -> tuple[dict, float, bool, bool, dict]:
+        if self.scene is None:
+            raise RuntimeError("call reset() before step()")
+        if self._outcome is not None:
+            raise RuntimeError(f"the episode has ended ({self._outcome.reason}); call reset()")
+        self.robot.joint_log = self.robot.joint_log[-1:]
+        try:
+            plan = as_plan(plan) if np.size(plan) else np.zeros((0, 2, 7))
+            error = self.validate(plan)
+        except ValueError as exc:
+            plan, error = None, str(exc)
+        if error:
+            self.invalid_plans += 1
+            cut = self.invalid_plans >= self.config.max_invalid_plans
+            if cut:
+                self._finish(INVALID_PLAN, f"{self.invalid_plans} plans rejected; last: {error}")
+            return self._obs(render=False), self.reward, False, cut, self._info(INVALID_PLAN, error)
+
+        if len(plan) == 0:
+            done = self._reward() >= 1.0
+            self._finish(SUCCESS if done else ABORTED, "" if done else "empty plan: the caller declared the task done")
+            return self._obs(render=False), self.reward, True, False, self._info(self._outcome.reason, self._outcome.detail)
+
+        reason, detail = "", ""
+        for k, (pick, place) in enumerate(plan):
+            result = pick_place(self.robot, pick, place, self.scene.movable, self.scene.obstacles, self.config.primitive)
+            self.steps_taken += 1
+            self.reward = self._reward()
+            if not result.ok:
+                reason, detail = PRIMITIVE_FAILED, f"step {k}: {result.detail}"
+                if self.config.end_on_primitive_failure:
+                    break
+            if self.reward >= 1.0:
+                reason, detail = SUCCESS, ""
+                break
+            if self.steps_taken >= self.step_limit:
+                reason, detail = STEP_LIMIT, f"{self.steps_taken} steps taken, the limit for this episode"
+                break
+            if self.robot.time > self.config.max_sim_time_s:
+                reason, detail = TIMEOUT, f"simulated time {self.robot.time:.0f} s exceeds {self.config.max_sim_time_s:.0f} s"
+                break
+        go_home(self.robot, self.config.primitive)
+        if reason == PRIMITIVE_FAILED and not self.config.end_on_primitive_failure:
+            terminated = truncated = False
+        else:
+            terminated = reason in (SUCCESS, PRIMITIVE_FAILED)
+            truncated = reason in (STEP_LIMIT, TIMEOUT)
+        if terminated or truncated:
+            self._finish(reason, detail)
+        return self._obs(), self.reward, terminated, truncated, self._info(reason, detail)
+
+    def oracle_plan(self) -> np.ndarray:
+        """The oracle's remaining plan (T, 2, 7) from the current state; T = 0 when the task is done."""
+        return oracle_plan(self.scene, self.episode)
+
+    def outcome(self) -> EpisodeOutcome:
+        """How the episode ended, or how it stands now (reason "" while it runs)."""
+        if self._outcome is not None:
+            return self._outcome
+        return self._make_outcome("", "")
+
+    def close(self) -> None:
+        if self.client is not None and p.isConnected(self.client):
+            p.disconnect(self.client)
+        self.client = None
+
+    def __enter__(self) -> "TabletopEnv":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ robot state (the ROS bridge publishes these)
+
+    @property
+    def instruction(self) -> str:
+        return self.episode.instruction
+
+    @property
+    def joint_names(self) -> list[str]:
+        return list(self.robot.joint_names)
+
+    def joint_positions(self) -> np.ndarray:
+        return self.robot.joint_positions()
+
+    @property
+    def sim_time_ns(self) -> int:
+        return int(round(self.robot.time * 1e9))
+
+    # ------------------------------------------------------------ plan checks
+
+    def validate(self, plan: np.ndarray) -> str:
+        """'' when every pose of `plan` can be executed, else what is wrong with the first bad one."""
+        bounds = self.config.fusion.bounds
+        for k, step in enumerate(plan):
+            for which, pose in (("pick", step[0]), ("place", step[1])):
+                where = f"step {k} {which}"
+                if not np.all(np.isfinite(pose)):
+                    return f"{where} pose has non-finite values {pose.tolist()}"
+                norm = np.linalg.norm(pose[3:])
+                if not 0.9 <= norm <= 1.1:
+                    return f"{where} quaternion has norm {norm:.3f}; expected a unit quaternion (x, y, z, w)"
+                xyz = pose[:3]
+                if np.any(xyz < bounds[:, 0] - 0.01) or np.any(xyz > bounds[:, 1] + 0.01):
+                    return (f"{where} position ({xyz[0]:.3f}, {xyz[1]:.3f}, {xyz[2]:.3f}) is outside the workspace "
+                            f"x∈[{bounds[0, 0]}, {bounds[0, 1]}] y∈[{bounds[1, 0]}, {bounds[1, 1]}] z∈[{bounds[2, 0]}, {bounds[2, 1]}]")
+                q = pose[3:] / norm
+                # The tool axis is the pose's -z; its angle to straight down is the tilt.
+                tilt = math.degrees(math.acos(np.clip(1 - 2 * (q[0] ** 2 + q[1] ** 2), -1, 1)))
+                if tilt > self.config.max_tilt_deg:
+                    return f"{where} tool is tilted {tilt:.0f}° from vertical (limit {self.config.max_tilt_deg:.0f}°)"
+                miss, _ = self.robot.reach_error(xyz, q)
+                if miss > self.config.reach_tolerance:
+                    return f"{where} position ({xyz[0]:.3f}, {xyz[1]:.3f}, {xyz[2]:.3f}) is out of the arm's reach (IK misses by {miss * 100:.1f} cm)"
+        return ""
+
+    # ------------------------------------------------------------ internals
+
+    def _build(self, rng: np.random.Generator) -> None:
+        c = self.client
+        p.resetSimulation(physicsClientId=c)
+        p.setGravity(0, 0, -9.81, physicsClientId=c)
+        p.setPhysicsEngineParameter(fixedTimeStep=self.config.timestep, numSolverIterations=self.config.solver_iterations,
+                                    deterministicOverlappingPairs=1, physicsClientId=c)
+        self.table = assets.make_table(c)
+        self.robot = Robot(c, self.config.timestep)
+        self.scene = Scene(c, rng, self.config.unseen_colors)
+        self.episode = self.task.build(self.scene)
+        settle(self.robot, self.scene.movable, 1.0)
+        self.robot.joint_log = self.robot.joint_log[-1:]
+
+    def _reward(self) -> float:
+        return float(self.episode.reward_fn(self.scene.objects, self.scene.poses()))
+
+    def _obs(self, render: bool = True) -> dict:
+        if render or not hasattr(self, "_last_cloud"):
+            self._last_cloud, self._last_heightmap = self._observe()
+        return {"cloud": self._last_cloud, "instruction": self.episode.instruction}
+
+    def _observe(self) -> tuple[Cloud, tuple[np.ndarray, np.ndarray] | None]:
+        if not self.config.observe:
+            return Cloud(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)), None
+        frames = [render(self.client, cam) for cam in self.config.cameras]
+        labels = {o.body: o.label for o in self.scene.objects}
+        cloud = fuse(frames, self.config.cameras, labels, set(self.robot.bodies), self.config.fusion)
+        maps = heightmap(cloud, self.config.fusion.bounds[:2])
+        cloud = downsample(cloud, self.config.fusion.voxel)
+        cloud.stamp_ns = self.sim_time_ns
+        return cloud, maps
+
+    def _info(self, reason: str, detail: str) -> dict:
+        times = np.array([int(round(t * 1e9)) for t, _ in self.robot.joint_log], dtype=np.int64)
+        info = {
+            "task": self.task.name,
+            "family": self.task.family,
+            "seed": self.seed,
+            "unseen_colors": self.config.unseen_colors,
+            "instruction": self.episode.instruction,
+            "steps_taken": self.steps_taken,
+            "step_limit": self.step_limit,
+            "reward": self.reward,
+            "success": self.reward >= 1.0,
+            "reason": reason,
+            "detail": detail,
+            "objects": self.scene.describe(),
+            "targets": [self.scene.objects[i].label for i in self.episode.targets],
+            "sim_time_ns": self.sim_time_ns,
+            "joint_names": self.joint_names,
+            "joint_trajectory": (times, np.stack([q for _, q in self.robot.joint_log])),
+        }
+        if self._last_heightmap is not None:
+            info["heightmap"], info["colormap"] = self._last_heightmap
+        if self._outcome is not None:
+            info["outcome"] = self._outcome
+        return info
+
+    def _make_outcome(self, reason: str, detail: str) -> EpisodeOutcome:
+        return EpisodeOutcome(
+            task=self.task.name, seed=self.seed, instruction=self.episode.instruction,
+            unseen_colors=self.config.unseen_colors, steps_taken=self.steps_taken, reward=self.reward,
+            success=self.reward >= 1.0 and reason == SUCCESS, reason=reason, detail=detail,
+            extra={"sim_time_s": self.robot.time, "step_limit": self.step_limit},
+        )
+
+    def _finish(self, reason: str, detail: str) -> None:
+        self._outcome = self._make_outcome(reason, detail)
