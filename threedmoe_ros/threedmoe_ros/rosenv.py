@@ -1,0 +1,46 @@
+"""Environment for anything that starts ROS 2: loopback-only discovery and a domain of its own.
+
+Fast DDS multicasts discovery on every interface by default; our tests, demos and scripts must keep
+all traffic on loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; ROS_LOCALHOST_ONLY is ignored on
+Kilted) and must not cross each other (a ROS_DOMAIN_ID each). ROS-free: safe to import anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+# Domain ids 0..101 are safe on Linux (higher ids collide with the ephemeral port range).
+MAX_DOMAIN_ID = 101
+
+
+def pick_domain_id(seed: int | None = None) -> int:
+    """A domain id in 1..101 derived from `seed` (default: this process id)."""
+    return 1 + (os.getpid() if seed is None else seed) % MAX_DOMAIN_ID
+
+
+def localhost_env(domain_id: int | None = None, base: dict | None = None) -> dict[str, str]:
+    """A copy of `base` (default os.environ) set up for loopback-only ROS 2 in its own domain.
+
+    Also fills what the PyPI ROS wheels leave unset: AMENT_PREFIX_PATH (the venv prefix, where
+    threedmoe_msgs is installed) and a writable ROS_LOG_DIR when HOME is missing.
+    """
+    env = dict(os.environ if base is None else base)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated on Jazzy, and when set it overrides the range
+    env["ROS_DOMAIN_ID"] = str(pick_domain_id() if domain_id is None else domain_id)
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    prefixes = [p for p in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    if sys.prefix not in prefixes:
+        env["AMENT_PREFIX_PATH"] = os.pathsep.join([sys.prefix, *prefixes])
+    if "HOME" not in env and "ROS_LOG_DIR" not in env:
+        env["ROS_LOG_DIR"] = os.path.join(tempfile.gettempdir(), "threedmoe_ros_logs")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def apply_localhost_env(domain_id: int | None = None) -> None:
+    """Set up this process (before rclpy.init) for loopback-only ROS 2; keeps an existing ROS_DOMAIN_ID."""
+    keep = os.environ.get("ROS_DOMAIN_ID")
+    os.environ.update(localhost_env(int(keep) if keep and domain_id is None else domain_id))
