@@ -145,6 +145,29 @@ class MoEFeedForward(nn.Module):
         # neither counts in the balance loss nor in the statistics. Routing itself ignores it.
         self.token_mask: torch.Tensor | None = None
 
+    @classmethod
+    def from_dense(cls, mlp: nn.Module, num_experts: int, top_k: int, share_frozen_experts: bool = True,
+                   router_init_std: float = 0.02) -> "MoEFeedForward":
+        """E experts copied from a dense SwiGLU `mlp` (gate_proj, up_proj, down_proj, act_fn).
+
+        With `share_frozen_experts` the dense weights are frozen and every expert points at them.
+        """
+        missing = [p for p in FFN_PROJECTIONS if not isinstance(getattr(mlp, p, None), nn.Linear)]
+        if missing:
+            raise ValueError(f"{type(mlp).__name__} lacks nn.Linear {missing}; not a SwiGLU FFN")
+        if share_frozen_experts:
+            for p in FFN_PROJECTIONS:
+                getattr(mlp, p).requires_grad_(False)
+        experts = [
+            Expert(*(_linear_like(getattr(mlp, p), share_frozen_experts) for p in FFN_PROJECTIONS), act_fn=mlp.act_fn)
+            for _ in range(num_experts)
+        ]
+        weight = mlp.gate_proj.weight
+        router = nn.Linear(weight.shape[1], num_experts, bias=False, device=weight.device, dtype=weight.dtype)
+        if weight.device.type != "meta":
+            nn.init.normal_(router.weight, std=router_init_std)
+        return cls(experts, router, top_k)
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         shape = hidden_states.shape  # (B, T, D)
         x = hidden_states.reshape(-1, shape[-1])  # (N, D)
@@ -254,18 +277,7 @@ def upcycle_to_moe(
         missing = [p for p in FFN_PROJECTIONS if not isinstance(getattr(mlp, p, None), nn.Linear)]
         if missing:
             raise ValueError(f"layer {i} mlp ({type(mlp).__name__}) lacks nn.Linear {missing}; not a SwiGLU FFN")
-        if share_frozen_experts:
-            for p in FFN_PROJECTIONS:
-                getattr(mlp, p).requires_grad_(False)
-        experts = [
-            Expert(*(_linear_like(getattr(mlp, p), share_frozen_experts) for p in FFN_PROJECTIONS), act_fn=mlp.act_fn)
-            for _ in range(num_experts)
-        ]
-        weight = mlp.gate_proj.weight
-        router = nn.Linear(weight.shape[1], num_experts, bias=False, device=weight.device, dtype=weight.dtype)
-        if weight.device.type != "meta":
-            nn.init.normal_(router.weight, std=router_init_std)
-        blocks[i].mlp = MoEFeedForward(experts, router, top_k)
+        blocks[i].mlp = MoEFeedForward.from_dense(mlp, num_experts, top_k, share_frozen_experts, router_init_std)
     config = getattr(model, "config", None)
     if config is not None:
         config.moe = {**asdict(cfg), "layers": chosen}
