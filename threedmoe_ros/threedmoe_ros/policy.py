@@ -1,0 +1,270 @@
+"""The policy facade: one ROS-free object that nodes, training, evaluation and benchmarks all call.
+
+    policy = Policy.from_pretrained("runs/pose_dit/checkpoint")
+    result = policy.plan(cloud, "put the red block in the green zone", seed=0)
+    result.poses        # (T', 2, 7) pick/place poses, world frame, quaternions x y z w
+
+A Policy is condition encoder → Pose-DiT head → pose codec, sampled by a scheduler, in the style
+of lerobot's PreTrainedPolicy: `forward(batch) -> (loss, info)` for training, `plan` for
+inference, `reset`, and `save_pretrained` / `from_pretrained` on a directory holding
+config.json + model.safetensors. The pose statistics are buffers of the codec, so they travel in
+model.safetensors with the weights.
+
+The encoder sits behind models.condition.ConditionEncoder and is chosen by name (`encoder`):
+"light" is the development encoder; the 3D-MoE LLM registers itself with `register_encoder`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from threedmoe_ros.models.condition import ConditionEncoder
+from threedmoe_ros.models.light_encoder import LightConditionEncoder, LightEncoderConfig
+from threedmoe_ros.models.pose_codec import PoseCodec, PoseCodecConfig
+from threedmoe_ros.models.pose_dit import PoseDiT, PoseDiTConfig
+from threedmoe_ros.models.schedulers import SCHEDULERS, make_scheduler
+from threedmoe_ros.types import Cloud
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_VERSION = 1
+
+# name → (config dataclass, encoder class taking that config). The 3D-MoE LLM adds itself here.
+ENCODERS: dict[str, tuple[type, Callable[[Any], ConditionEncoder]]] = {
+    "light": (LightEncoderConfig, LightConditionEncoder),
+}
+
+
+def register_encoder(name: str, config_class: type, encoder_class: Callable[[Any], ConditionEncoder]) -> None:
+    """Make `PolicyConfig(encoder=name, encoder_config={...})` build `encoder_class(config_class(**encoder_config))`."""
+    ENCODERS[name] = (config_class, encoder_class)
+
+
+class CheckpointError(RuntimeError):
+    """A policy checkpoint directory is missing, incomplete or corrupt; the message says which file and what to do."""
+
+
+@dataclass
+class PolicyConfig:
+    """Everything needed to rebuild a Policy; saved as config.json next to the weights."""
+
+    # Pose encoding: workspace box and rotation encoding (see models/pose_codec.py).
+    codec: PoseCodecConfig = field(default_factory=PoseCodecConfig)
+    # Pose-DiT shape. pose_dim must equal codec.dim and cond_dim the encoder's output width.
+    head: PoseDiTConfig = field(default_factory=lambda: PoseDiTConfig(cond_dim=LightEncoderConfig().dim))
+    # Condition encoder, by registered name, and the fields of its config dataclass.
+    encoder: str = "light"
+    encoder_config: dict = field(default_factory=dict)
+    # "rectified_flow" (the paper's) or "ddpm"; scheduler_config holds its dataclass fields.
+    scheduler: str = "rectified_flow"
+    scheduler_config: dict = field(default_factory=dict)
+    # Longest instruction accepted, in characters: longer text is a client bug, not a task.
+    max_instruction_chars: int = 512
+    # Seed of the policy's own generator (used when plan() gets no seed; reset() rewinds it).
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.codec, dict):
+            self.codec = PoseCodecConfig(**self.codec)
+        if isinstance(self.head, dict):
+            self.head = PoseDiTConfig(**self.head)
+        if self.head.pose_dim != self.codec.dim:
+            raise ValueError(
+                f"PolicyConfig: head.pose_dim={self.head.pose_dim} but the {self.codec.rotation!r} pose encoding has "
+                f"d={self.codec.dim}; set head.pose_dim={self.codec.dim}"
+            )
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"PolicyConfig: unknown encoder {self.encoder!r}; registered: {sorted(ENCODERS)}")
+        self.encoder_config_object()  # validates the fields
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"PolicyConfig: unknown scheduler {self.scheduler!r}; choose one of {sorted(SCHEDULERS)}")
+        make_scheduler(self.scheduler, **self.scheduler_config)  # validates the fields
+        if not isinstance(self.max_instruction_chars, int) or self.max_instruction_chars < 1:
+            raise ValueError(f"PolicyConfig.max_instruction_chars must be a positive int, got {self.max_instruction_chars!r}")
+
+    def encoder_config_object(self):
+        config_class = ENCODERS[self.encoder][0]
+        try:
+            return config_class(**self.encoder_config)
+        except TypeError as e:
+            raise ValueError(f"PolicyConfig.encoder_config does not fit {config_class.__name__}: {e}") from None
+
+    def to_dict(self) -> dict:
+        return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PolicyConfig":
+        d = dict(d)
+        version = d.pop("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ValueError(f"PolicyConfig version {version} is not supported (this code reads version {CONFIG_VERSION})")
+        return cls(**d)
+
+
+@dataclass
+class PlanResult:
+    """A sampled plan and what it cost."""
+
+    poses: np.ndarray  # (T', 2, 7) float64: steps kept before the first invalid one
+    valid_prob: np.ndarray  # (T,) p(step is real) for every slot of the horizon
+    steps: int  # sampling steps taken
+    encoder_ms: float  # condition encoder (cloud + instruction → tokens)
+    head_ms: float  # Pose-DiT sampling + decoding
+    total_ms: float
+
+
+class Policy(nn.Module):
+    """Condition encoder + Pose-DiT + pose codec + scheduler, with one face for every caller."""
+
+    def __init__(self, config: PolicyConfig | None = None, encoder: ConditionEncoder | None = None):
+        super().__init__()
+        self.config = config = config or PolicyConfig()
+        if encoder is None:
+            encoder = ENCODERS[config.encoder][1](config.encoder_config_object())
+        if encoder.cond_dim != config.head.cond_dim:
+            raise ValueError(
+                f"the {config.encoder!r} encoder emits {encoder.cond_dim}-d tokens but head.cond_dim={config.head.cond_dim}; "
+                f"set head.cond_dim={encoder.cond_dim}"
+            )
+        self.encoder = encoder
+        self.head = PoseDiT(config.head)
+        self.codec = PoseCodec(config.codec)
+        self.scheduler = make_scheduler(config.scheduler, **config.scheduler_config)
+        # Optional question answerer (the 3D-MoE LLM): a callable (cloud, question) -> str.
+        self.answerer: Callable[[Cloud, str], str] | None = None
+        self._generator = torch.Generator().manual_seed(config.seed)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.null_token.device
+
+    # ----- training -----------------------------------------------------------------------------
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """batch: clouds list[Cloud], instructions list[str], plan (B, T, 2, 7), valid (B, T) bool → (loss, info)."""
+        cond, mask = self.encoder(batch["clouds"], batch["instructions"])
+        plan = batch["plan"].to(self.device, torch.float32)
+        valid = batch["valid"].to(self.device)
+        x = self.codec.encode(plan)  # (B, T, 2, d)
+        # Padded steps are zeros in the normalised space (see models/pose_dit.py for why).
+        x = torch.where(valid[..., None, None], x, torch.zeros_like(x))
+        return self.scheduler.loss(self.head, x, cond, mask, valid)
+
+    # ----- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self, cond: torch.Tensor, mask: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Condition tokens → (poses (B, T, 2, 7), valid_prob (B, T)) for the whole horizon."""
+        x, logit = self.scheduler.sample(self.head, cond, mask, steps, generator)
+        return self.codec.decode(x), torch.sigmoid(logit)
+
+    @torch.no_grad()
+    def plan(self, cloud: Cloud, instruction: str, steps: int | None = None, seed: int | None = None) -> PlanResult:
+        """Sample a pick-and-place plan. `seed` makes the plan reproducible; without it the policy's
+        own generator advances. Raises ValueError on input a caller should have caught."""
+        self._check_inputs(cloud, instruction, steps)
+        steps = steps or self.scheduler.num_inference_steps
+        generator = torch.Generator().manual_seed(seed) if seed is not None else self._generator
+        t0 = time.perf_counter()
+        cond, mask = self.encoder([cloud], [instruction.strip()])
+        self._sync()
+        t1 = time.perf_counter()
+        poses, valid_prob = self.sample(cond, mask, steps, generator)
+        poses, valid_prob = poses[0].double().cpu().numpy(), valid_prob[0].double().cpu().numpy()
+        t2 = time.perf_counter()
+        # Keep the steps before the first invalid one: a plan is a prefix, never a plan with holes.
+        invalid = np.flatnonzero(valid_prob <= 0.5)
+        n = int(invalid[0]) if len(invalid) else len(valid_prob)
+        return PlanResult(poses[:n], valid_prob, steps, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t2 - t0) * 1e3)
+
+    def answer(self, cloud: Cloud, question: str) -> str:
+        """Answer a question about the scene with the 3D-MoE LLM (attach one as `policy.answerer`)."""
+        if self.answerer is None:
+            raise NotImplementedError(
+                "this policy has no language model for answering questions: it was built with the "
+                f"{self.config.encoder!r} condition encoder; attach a 3D-MoE answerer (policy.answerer = callable) "
+                "or load a 3D-MoE checkpoint"
+            )
+        self._check_inputs(cloud, question, None, what="question")
+        return self.answerer(cloud, question.strip())
+
+    def reset(self) -> None:
+        """Rewind the policy's generator; the policy keeps no other state between plans."""
+        self._generator.manual_seed(self.config.seed)
+
+    def _check_inputs(self, cloud: Cloud, text: str, steps: int | None, what: str = "instruction") -> None:
+        if not isinstance(cloud, Cloud):
+            raise ValueError(f"cloud must be a threedmoe_ros.types.Cloud, got {type(cloud).__name__}")
+        if len(cloud) == 0:
+            raise ValueError("cloud has no points; check the sensor or the cloud conversion")
+        if not np.isfinite(cloud.xyz).all():
+            bad = int((~np.isfinite(cloud.xyz)).any(axis=1).sum())
+            raise ValueError(f"cloud has {bad} of {len(cloud)} points with NaN or infinite coordinates; drop them before planning")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{what} is empty; send a sentence such as 'put the red block in the green zone'")
+        if len(text) > self.config.max_instruction_chars:
+            raise ValueError(f"{what} has {len(text)} characters, more than the limit of {self.config.max_instruction_chars}")
+        if steps is not None and (not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"steps must be a positive int or None, got {steps!r}")
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # ----- checkpoints --------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write config.json and model.safetensors into directory `path` (created if needed)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        # Write to a temporary name and rename, so a crash mid-save never leaves a torn checkpoint.
+        tmp = path / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        tmp.replace(path / WEIGHTS_NAME)
+        (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "Policy":
+        """Load a directory written by save_pretrained. Raises CheckpointError naming what is wrong."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        hint = "train one with `python -m threedmoe_ros.train.pose_dit --data DIR --out DIR` or pass the directory that holds it"
+        if not path.is_dir():
+            raise CheckpointError(f"policy checkpoint {path} is not a directory; {hint}")
+        config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+        for f in (config_file, weights_file):
+            if not f.is_file():
+                raise CheckpointError(f"policy checkpoint {path} has no {f.name}; {hint}")
+        try:
+            config = PolicyConfig.from_dict(json.loads(config_file.read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{config_file} is not a valid policy config ({e}); re-save the checkpoint or retrain") from None
+        try:
+            state = load_file(str(weights_file), device=str(map_location))
+        except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{weights_file} is corrupt or not a safetensors file ({e}); copy it again or retrain") from None
+        policy = cls(config)
+        try:
+            policy.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"{weights_file} does not match {config_file}: {e}") from None
+        return policy.to(map_location).eval()
+
+    def num_parameters(self) -> dict[str, int]:
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        return {"encoder": count(self.encoder), "head": count(self.head)}
+
