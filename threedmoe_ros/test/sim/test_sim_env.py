@@ -1,0 +1,173 @@
+"""The environment's face: determinism per seed, closed-loop oracle success, honest endings, and
+bad plans rejected without moving anything."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from threedmoe_ros.sim.cameras import default_cameras
+from threedmoe_ros.sim.env import EnvConfig, TabletopEnv
+from threedmoe_ros.sim.oracle import yaw_quaternion
+from threedmoe_ros.sim.tasks import TASKS
+
+SMALL = dict(cameras=default_cameras(64, 48))
+
+
+def poses(info) -> np.ndarray:
+    return np.stack([o["position"] for o in info["objects"]])
+
+
+def run_oracle(env: TabletopEnv, seed: int):
+    env.reset(seed)
+    for _ in range(50):
+        _, _, terminated, truncated, info = env.step(env.oracle_plan()[:1])
+        if terminated or truncated:
+            return env.outcome(), info
+    raise AssertionError("episode did not end")
+
+
+@pytest.fixture(scope="module")
+def zone_env():
+    with TabletopEnv(EnvConfig(task="put-block-in-zone", **SMALL)) as env:
+        yield env
+
+
+def test_same_seed_gives_same_scene_instruction_plan_and_cloud():
+    config = EnvConfig(task="stack-blocks-by-color", **SMALL)
+    with TabletopEnv(config) as a, TabletopEnv(config) as b:
+        obs_a, info_a = a.reset(7)
+        a.reset(3)  # a different episode in between must not leak into the next one
+        obs_a, info_a = a.reset(7)
+        obs_b, info_b = b.reset(7)
+        assert obs_a["instruction"] == obs_b["instruction"]
+        np.testing.assert_array_equal(poses(info_a), poses(info_b))
+        np.testing.assert_array_equal(a.oracle_plan(), b.oracle_plan())
+        np.testing.assert_array_equal(obs_a["cloud"].xyz, obs_b["cloud"].xyz)
+        np.testing.assert_array_equal(obs_a["cloud"].label, obs_b["cloud"].label)
+        # ... and the same after executing the plan.
+        a.step(a.oracle_plan())
+        b.step(b.oracle_plan())
+        np.testing.assert_array_equal(poses(a._info("", "")), poses(b._info("", "")))
+
+
+def test_different_seeds_give_different_scenes(zone_env):
+    _, first = zone_env.reset(1)
+    _, second = zone_env.reset(2)
+    assert poses(first).shape != poses(second).shape or not np.allclose(poses(first), poses(second))
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_oracle_solves_every_task(task):
+    with TabletopEnv(EnvConfig(task=task, observe=False)) as env:
+        outcome, info = run_oracle(env, seed=11)
+    assert outcome.success, outcome
+    assert outcome.reason == "success" and info["reward"] == 1.0
+    assert outcome.steps_taken <= info["step_limit"]
+
+
+def test_info_reports_what_a_user_needs(zone_env):
+    obs, info = zone_env.reset(0)
+    for key in ("task", "seed", "unseen_colors", "steps_taken", "reason", "objects", "targets", "heightmap",
+                "joint_names", "joint_trajectory"):
+        assert key in info
+    assert info["task"] == "put-block-in-zone" and info["seed"] == 0 and info["steps_taken"] == 0
+    assert obs["instruction"] == info["instruction"]
+    labels = {o["label"] for o in info["objects"]}
+    assert set(info["targets"]) <= labels
+    assert len(info["joint_names"]) == 6 and zone_env.joint_positions().shape == (6,)
+
+
+def _one_step(env, pick_xyz, place_xyz):
+    return np.array([[[*pick_xyz, *yaw_quaternion(0)], [*place_xyz, *yaw_quaternion(0)]]])
+
+
+BAD_PLANS = {
+    "nan": lambda env: np.full((1, 2, 7), np.nan),
+    "outside the workspace": lambda env: _one_step(env, (0.5, 0.0, 0.05), (1.2, 0.0, 0.05)),
+    "out of the arm's reach": lambda env: _one_step(env, (0.5, 0.0, 0.05), (0.75, 0.5, 0.3)),
+    "tilted": lambda env: np.concatenate([_one_step(env, (0.5, 0, 0.05), (0.5, 0.1, 0.05))[:, :, :3],
+                                          np.tile([1.0, 0, 0, 0], (1, 2, 1))], axis=-1),
+    "wrong shape": lambda env: np.zeros((2, 3)),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_PLANS))
+def test_bad_plan_is_rejected_without_moving_anything_and_the_episode_goes_on(zone_env, kind):
+    _, before = zone_env.reset(4)
+    good = zone_env.oracle_plan()
+    bad = BAD_PLANS[kind](zone_env)
+    _, reward, terminated, truncated, info = zone_env.step(np.concatenate([good[:1], bad]) if bad.ndim == 3 else bad)
+    assert info["reason"] == "invalid_plan" and info["detail"]
+    assert not terminated and not truncated
+    assert info["steps_taken"] == 0
+    np.testing.assert_allclose(poses(info), poses(before), atol=1e-6)
+    # The episode goes on: the oracle still finishes it.
+    _, _, terminated, _, info = zone_env.step(zone_env.oracle_plan())
+    assert terminated and info["reason"] == "success"
+
+
+def test_reasons_name_the_problem(zone_env):
+    zone_env.reset(4)
+    _, _, _, _, info = zone_env.step(BAD_PLANS["out of the arm's reach"](zone_env))
+    assert "reach" in info["detail"]
+    _, _, _, _, info = zone_env.step(BAD_PLANS["nan"](zone_env))
+    assert "non-finite" in info["detail"]
+
+
+def test_picking_at_an_empty_spot_is_a_failure_with_a_reason(zone_env):
+    zone_env.reset(4)
+    occupied = poses(zone_env._info("", ""))[:, :2]
+    spot = next(np.array([x, y]) for x in np.linspace(0.3, 0.7, 9) for y in np.linspace(-0.4, 0.4, 9)
+                if np.min(np.linalg.norm(occupied - [x, y], axis=1)) > 0.12)
+    _, reward, terminated, truncated, info = zone_env.step(_one_step(zone_env, (*spot, 0.03), (0.5, 0.0, 0.05)))
+    assert terminated and info["reason"] == "primitive_failed"
+    assert "contact" in info["detail"]
+    outcome = zone_env.outcome()
+    assert not outcome.success and outcome.reason == "primitive_failed"
+    with pytest.raises(RuntimeError, match="ended"):
+        zone_env.step(zone_env.oracle_plan())
+
+
+def test_step_limit_truncates(zone_env):
+    zone_env.reset(5)
+    first = zone_env.oracle_plan()[0]
+    there = first.copy()
+    back = np.stack([first[1], first[0]])  # put it back where it came from, forever
+    steps = np.stack([there, back] * 10)
+    _, _, terminated, truncated, info = zone_env.step(steps)
+    assert truncated and not terminated
+    assert info["reason"] == "step_limit" and info["steps_taken"] == info["step_limit"]
+    assert not zone_env.outcome().success
+
+
+def test_empty_plan_ends_the_episode_and_is_scored_honestly(zone_env):
+    zone_env.reset(6)
+    _, reward, terminated, _, info = zone_env.step(np.zeros((0, 2, 7)))
+    assert terminated and info["reason"] == "aborted" and not zone_env.outcome().success
+
+
+def test_step_runs_only_the_prefix_it_is_given(zone_env):
+    zone_env.reset(8)
+    plan = zone_env.oracle_plan()
+    _, _, terminated, _, info = zone_env.step(plan[:1])
+    assert info["steps_taken"] == 1 and not terminated
+    assert len(zone_env.oracle_plan()) == len(plan) - 1
+
+
+def test_unseen_colour_split_uses_held_out_colours():
+    from threedmoe_ros.sim.assets import EVAL_COLORS, TRAIN_COLORS
+
+    for unseen, palette in ((False, TRAIN_COLORS), (True, EVAL_COLORS)):
+        with TabletopEnv(EnvConfig(task="put-block-in-matching-bowl", unseen_colors=unseen, observe=False)) as env:
+            for seed in range(3):
+                _, info = env.reset(seed)
+                assert info["unseen_colors"] is unseen
+                assert {o["color"] for o in info["objects"]} <= set(palette)
+
+
+def test_config_rejects_nonsense():
+    with pytest.raises(KeyError, match="known tasks"):
+        EnvConfig(task="juggle")
+    with pytest.raises(ValueError, match="camera"):
+        EnvConfig(cameras=[])
