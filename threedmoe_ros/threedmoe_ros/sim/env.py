@@ -195,7 +195,8 @@ class TabletopEnv:
         return list(self.robot.joint_names)
 
     def joint_positions(self) -> np.ndarray:
-        return self.robot.joint_positions()
+        """The arm's joints as last published (the IK solution for the tool at the last 30 Hz tick)."""
+        return self.robot.joint_log[-1][1].copy()
 
     @property
     def sim_time_ns(self) -> int:

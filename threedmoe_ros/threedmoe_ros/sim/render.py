@@ -22,10 +22,14 @@ from threedmoe_ros.sim.tasks import TASKS
 RENDER_RESOLUTION = (640, 480)
 
 
-def _top_down(ax, colormap: np.ndarray, bounds: np.ndarray) -> None:
+def _top_down(ax, colormap: np.ndarray, height: np.ndarray, bounds: np.ndarray) -> None:
     # Heightmap rows run along +x and columns along +y; flip both so +x is up and +y is left.
     (x0, x1), (y0, y1) = bounds[0], bounds[1]
-    ax.imshow(colormap[::-1, ::-1], extent=(y1, y0, x0, x1), interpolation="nearest")
+    extent = (y1, y0, x0, x1)
+    ax.imshow(colormap[::-1, ::-1], extent=extent, interpolation="nearest")
+    # Outline everything standing on the table, so a block in a zone or bowl of its own colour shows.
+    ax.contour(height[::-1, ::-1], levels=[0.006, 0.035, 0.065, 0.095], colors="black", linewidths=0.6,
+               extent=extent, origin="upper")
     ax.set_xlabel("y (m)")
     ax.set_ylabel("x (m)")
 
@@ -56,12 +60,12 @@ def render_png(task: str, seed: int, out: Path, plan: np.ndarray | None = None, 
         plan = env.oracle_plan() if plan is None else plan
         bounds = config.fusion.bounds
         fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-        _top_down(axes[0], info["colormap"], bounds)
+        _top_down(axes[0], info["colormap"], info["heightmap"], bounds)
         if np.all(np.isfinite(plan)):
             _arrows(axes[0], plan)
         axes[0].set_title(f"{task} seed {seed}: {len(plan)}-step plan")
         _, reward, terminated, truncated, after = env.step(plan)
-        _top_down(axes[1], after["colormap"], bounds)
+        _top_down(axes[1], after["colormap"], after["heightmap"], bounds)
         status = after["reason"] or "running"
         axes[1].set_title(f"after: reward {reward:.2f}, {status}" + (f"\n{after['detail']}" if after["detail"] else ""))
         fig.suptitle(f"\u201c{info['instruction']}\u201d", fontsize=13)
