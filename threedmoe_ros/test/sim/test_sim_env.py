@@ -122,7 +122,7 @@ def test_picking_at_an_empty_spot_is_a_failure_with_a_reason(zone_env):
                 if np.min(np.linalg.norm(occupied - [x, y], axis=1)) > 0.12)
     _, reward, terminated, truncated, info = zone_env.step(_one_step(zone_env, (*spot, 0.03), (0.5, 0.0, 0.05)))
     assert terminated and info["reason"] == "primitive_failed"
-    assert "contact" in info["detail"]
+    assert "pick pose" in info["detail"]
     outcome = zone_env.outcome()
     assert not outcome.success and outcome.reason == "primitive_failed"
     with pytest.raises(RuntimeError, match="ended"):

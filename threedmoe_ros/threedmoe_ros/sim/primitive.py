@@ -26,8 +26,9 @@ class PrimitiveConfig:
     """Speed over the last `contact_distance` before an expected contact, m/s (slow enough to stop within 1 mm)."""
     contact_distance: float = 0.03
     """Length of the slow part of each descent, m."""
-    overshoot: float = 0.02
-    """How far below a pose's z a descent may go looking for contact, m."""
+    overshoot: float = 0.03
+    """How far below a pose's z a descent may go looking for contact, m: a predicted pose may sit a
+    little above the surface, but a pick over empty table must fail, not scrape along it."""
     clearance: float = 0.04
     """Gap kept between the held object and the tallest object while travelling, m."""
     motion_slack_s: float = 1.0
@@ -123,7 +124,7 @@ def pick_place(robot: Robot, pick: np.ndarray, place: np.ndarray, movable: list[
     picked = robot.suction_on(movable_set)
     if picked is None:
         touched = robot.contacts(robot.tool)
-        return PrimitiveResult(False, f"suction touched body {touched} at the pick pose, which is not a movable object")
+        return PrimitiveResult(False, f"the suction cup touched no movable object at the pick pose (bodies {touched}: table or bowl)")
 
     held_height = robot.tool_pose()[0][2] - p.getAABB(picked, physicsClientId=client)[0][2]
     z_travel = travel_height(held_height)
