@@ -80,3 +80,15 @@ def test_bad_arguments_exit_with_a_message_not_a_traceback(tmp_path, args, messa
 def test_missing_dataset_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="collect"):
         EpisodeDataset(tmp_path / "nothing")
+
+
+def test_joint_states_are_a_30_hz_trajectory_of_the_named_arm_joints(demos):
+    stamps, names = [], set()
+    for _, ns, msg in bags.read_messages(demos / TASK / "val" / "1000000", ["/joint_states"]):
+        stamps.append(ns)
+        names.add(tuple(msg.name))
+        assert len(msg.position) == 6 and np.all(np.isfinite(msg.position))
+    assert names == {("shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint", "wrist_1_joint", "wrist_2_joint",
+                      "wrist_3_joint")}
+    gaps = np.diff(stamps)
+    assert np.all(gaps > 0) and np.median(gaps) == pytest.approx(1e9 / 30, rel=0.05)

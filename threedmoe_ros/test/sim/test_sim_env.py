@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from threedmoe_ros.sim.cameras import default_cameras
 from threedmoe_ros.sim.env import EnvConfig, TabletopEnv
@@ -171,3 +173,31 @@ def test_config_rejects_nonsense():
         EnvConfig(task="juggle")
     with pytest.raises(ValueError, match="camera"):
         EnvConfig(cameras=[])
+
+
+def test_a_primitive_that_runs_out_of_simulated_time_is_a_failure_not_a_success():
+    from threedmoe_ros.sim.primitive import PrimitiveConfig
+
+    # No slack: the tool, pulled by a constraint, always lags its path a little, so every motion times out.
+    config = EnvConfig(task="put-block-in-zone", observe=False, primitive=PrimitiveConfig(speed=3.0, motion_slack_s=0.0))
+    with TabletopEnv(config) as env:
+        env.reset(0)
+        _, reward, terminated, _, info = env.step(env.oracle_plan())
+    assert terminated and info["reason"] == "primitive_failed" and "timed out" in info["detail"]
+    assert not info["success"] and not env.outcome().success
+
+
+finite = st.floats(-2.0, 2.0, allow_nan=False)
+bad_value = st.sampled_from([float("nan"), float("inf"), -float("inf"), 5.0, -5.0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.data())
+def test_any_plan_with_a_non_finite_or_far_away_value_is_rejected(zone_env, steps, data):
+    if zone_env.scene is None or zone_env._outcome is not None:
+        zone_env.reset(9)
+    plan = np.array(data.draw(st.lists(finite, min_size=steps * 14, max_size=steps * 14))).reshape(steps, 2, 7)
+    plan[:, :, 3:] = [0, 0, 0, 1]
+    k, j, i = data.draw(st.integers(0, steps - 1)), data.draw(st.integers(0, 1)), data.draw(st.integers(0, 2))
+    plan[k, j, i] = data.draw(bad_value)
+    assert zone_env.validate(plan)

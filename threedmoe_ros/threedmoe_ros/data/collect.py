@@ -76,11 +76,15 @@ def record_episode(env, seed: int, path: Path) -> tuple[bool, int]:
     with bags.EpisodeWriter(path) as writer:
         writer.write("/instruction", bags.string_msg(instruction), env.sim_time_ns)
 
+        last_joint_ns = [-1]
+
         def observe(obs, info, plan):
             stamp = obs["cloud"].stamp_ns
             times, positions = info["joint_trajectory"]
             for t, q in zip(times, positions):
-                writer.write("/joint_states", bags.joint_state_msg(names, q, int(t)), int(t))
+                if t > last_joint_ns[0]:  # each step's trajectory starts where the last one ended
+                    writer.write("/joint_states", bags.joint_state_msg(names, q, int(t)), int(t))
+                    last_joint_ns[0] = int(t)
             writer.write("/points", bags.cloud_msg(obs["cloud"], stamp), stamp)
             writer.write("/pick_place_plan", bags.plan_msg(plan, instruction, stamp, model_id="oracle"), stamp)
 
