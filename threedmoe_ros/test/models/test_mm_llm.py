@@ -1,0 +1,121 @@
+"""The 3D multimodal LLM: object tokens in the prompt, loss on answers only, a condition for Pose-DiT."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from _llm_cache import smollm2
+from test_point_encoder import tabletop
+
+from threedmoe_ros.models.condition import ConditionEncoder
+from threedmoe_ros.models.mm_llm import MMLLMConfig, ThreeDMoELLM
+from threedmoe_ros.models.point_encoder import PointEncoderConfig
+from threedmoe_ros.types import Cloud
+
+SHORT_SYSTEM = "You see a tabletop."
+
+
+def tiny_model(**overrides) -> ThreeDMoELLM:
+    cfg = MMLLMConfig(llm="tiny", point_encoder=PointEncoderConfig.tiny(), system_prompt=SHORT_SYSTEM, **overrides)
+    return ThreeDMoELLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    rng = np.random.default_rng(0)
+    three = tabletop(rng, with_labels=True)
+    two = Cloud(three.xyz, three.rgb, np.where(three.label == 2, 0, three.label))
+    return three, two
+
+
+def test_condition_is_the_final_token_state_and_ignores_batchmates(model, scenes):
+    assert isinstance(model, ConditionEncoder) and model.cond_dim == 64
+    with torch.no_grad():
+        tokens, mask = model(list(scenes), ["put the red block in the bowl", "stack"])
+        alone, _ = model([scenes[1]], ["stack"])
+    assert tokens.shape == (2, 1, 64) and mask.all()
+    # Left padding with explicit positions: the short sample batched equals it alone.
+    assert torch.allclose(tokens[1], alone[0], atol=1e-5)
+
+
+def test_all_hidden_condition_masks_padding(scenes):
+    m = tiny_model(condition="all_hidden")
+    with torch.no_grad():
+        tokens, mask = m(list(scenes), ["a much longer instruction than the other one", "go"])
+    assert tokens.shape[:2] == mask.shape and mask[0].all() and not mask[1].all()
+    assert (tokens[~mask] == 0).all()
+
+
+def test_objects_fill_the_placeholder_and_loss_sees_answers_only(model, scenes):
+    before, after = model.prompt_ids("how many boxes?")
+    inputs = model.build_inputs([scenes[0]], ["how many boxes?"], ["three"])
+    n_answer = len(model.answer_ids("three"))
+    assert inputs["inputs_embeds"].shape[1] == len(before) + 3 + len(after) + n_answer
+    objects, _ = model.encoder([scenes[0]])
+    assert torch.allclose(inputs["inputs_embeds"][0, len(before): len(before) + 3], objects[0])
+    labels = inputs["labels"][0]
+    assert model.tokenizer.decode(labels[labels >= 0]) == "three" + model.tokenizer.eos_token
+    text = model.tokenizer.decode(before + [0] + after)
+    assert text.startswith("<|im_start|>system\n" + SHORT_SYSTEM) and text.endswith("<|im_start|>assistant\n")
+
+
+def test_stage2_gradients_reach_router_lora_projection_and_never_frozen_weights(scenes):
+    m = tiny_model()
+    m.configure_stage(2)
+    with torch.no_grad():  # LoRA B starts at zero (so A gets no gradient yet): take one step's worth
+        for n, p in m.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.01)
+    loss, info = m.loss(list(scenes), ["how many boxes?", "which is tallest?"], ["three", "the left one"])
+    assert info["aux_loss"] > 0 and info["lm_loss"] > 0
+    loss.backward()
+    trained = {n for n, p in m.named_parameters() if p.requires_grad}
+    for kind in ("router", "lora_A", "lora_B", "encoder.proj"):
+        assert any(kind in n for n in trained), kind
+    for n, p in m.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, n
+        else:
+            assert p.grad is None, n
+
+
+def test_stage1_trains_spatial_transformer_and_projection_only(scenes):
+    m = tiny_model()
+    m.configure_stage(1)
+    loss, _ = m.loss([scenes[0]], ["describe the scene"], ["three boxes on a table"])
+    loss.backward()
+    with_grad = {n.split(".")[1] for n, p in m.named_parameters() if p.grad is not None}
+    assert with_grad == {"spatial", "proj"}
+
+
+def test_answer_is_text(model, scenes):
+    out = model.answer(scenes[0], "how many boxes?", max_new_tokens=4)
+    assert isinstance(out, str)
+
+
+def test_config_validates():
+    with pytest.raises(ValueError, match="condition"):
+        MMLLMConfig(llm="tiny", condition="mean")
+    with pytest.raises(ValueError, match="moe"):
+        MMLLMConfig(llm="tiny", moe="e8-top1")
+    cfg = MMLLMConfig(llm="tiny", point_encoder={"points_per_object": 64, "sa_npoints": (16, 4)})
+    assert cfg.point_encoder.points_per_object == 64 and cfg.lora == "tiny"
+
+
+def test_smollm2_condition_and_answer(scenes):
+    llm, tok = smollm2()
+    m = ThreeDMoELLM(MMLLMConfig(llm="smollm2-135m", point_encoder=PointEncoderConfig.tiny()),
+                     llm=copy.deepcopy(llm), tokenizer=tok).eval()
+    with torch.no_grad():
+        tokens, mask = m([scenes[0]], ["put the red block in the green bowl"])
+    assert tokens.shape == (1, 1, 576) and torch.isfinite(tokens).all()
+    answer = m.answer(scenes[0], "Say hello.", max_new_tokens=6)
+    assert isinstance(answer, str) and answer

@@ -1,0 +1,234 @@
+"""The 3D multimodal LLM of 3D-MoE: object tokens from the 3D encoder spliced into a chat prompt of a
+(MoE-upcycled, LoRA-tuned) Llama-family LM.
+
+Prompt template. The tokenizer's own chat template (ChatML for SmolLM2 and the tiny preset) renders
+
+    [system] {system_prompt}
+    [user]   <3d>
+             {instruction or question}
+    [assistant] {answer}<eos>
+
+and the placeholder "<3d>" is replaced by the K object embeddings of the scene (no text tokens for
+them), in the order the encoder grouped the objects. For ChatML that is, token by token:
+
+    <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n[obj_1 … obj_K]\n{text}<|im_end|>\n
+    <|im_start|>assistant\n{answer}<|im_end|>
+
+Training (`loss`) puts the LM loss on the answer tokens and the closing end-of-turn token only.
+The Pose-DiT condition (`forward`, the ConditionEncoder face) is the final layer's hidden state at the
+last prompt token, the one that would generate the first answer token: (B, 1, D) as in the paper;
+`condition="all_hidden"` returns every hidden state of the prompt instead, with its mask.
+Batches are left-padded with explicit position ids, so a scene's output does not depend on what it
+is batched with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from threedmoe_ros.models.condition import ConditionEncoder
+from threedmoe_ros.models.llm import CHATML_TEMPLATE, LORA_PRESETS, PRESETS, apply_lora, load_llm
+from threedmoe_ros.models.moe import MOE_PRESETS, moe_aux_loss, router_stats, set_token_mask, upcycle_to_moe
+from threedmoe_ros.models.point_encoder import ObjectEncoder, PointEncoderConfig, SceneObjects
+from threedmoe_ros.types import Cloud
+
+PLACEHOLDER = "<3d>"
+CONDITION_MODES = ("final_token", "all_hidden")
+DEFAULT_SYSTEM = ("You are a robot that sees a tabletop as a list of 3D objects. Answer questions about the scene "
+                  "and plan pick-and-place actions.")
+
+
+@dataclass
+class MMLLMConfig:
+    """Everything needed to rebuild the 3D-MoE LLM (JSON-serialisable).
+
+    llm / llm_path: LLM preset (tiny | smollm2-135m | llama-3.2-1b) and, for llama-3.2-1b, its local dir.
+    moe: MoE preset ("e4-top2", "e2-top2") or None for the dense LM; moe_layers: "all" | "every_other" | indices.
+    lora: LoRA preset name (defaults to the one matching `llm`), or "none".
+    point_encoder: PointEncoderConfig fields; out_dim is set to the LLM's hidden size.
+    condition: "final_token" (paper) or "all_hidden".
+    system_prompt: the chat system message.
+    """
+
+    llm: str = "smollm2-135m"
+    llm_path: str | None = None
+    moe: str | None = "e4-top2"
+    moe_layers: str | list[int] = "all"
+    lora: str | None = None
+    point_encoder: PointEncoderConfig = field(default_factory=PointEncoderConfig)
+    condition: str = "final_token"
+    system_prompt: str = DEFAULT_SYSTEM
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.point_encoder, dict):
+            self.point_encoder = PointEncoderConfig(**self.point_encoder)
+        if self.llm not in PRESETS:
+            raise ValueError(f"MMLLMConfig.llm must be one of {PRESETS}, got {self.llm!r}")
+        if self.moe is not None and self.moe not in MOE_PRESETS:
+            raise ValueError(f"MMLLMConfig.moe must be one of {sorted(MOE_PRESETS)} or None, got {self.moe!r}")
+        if self.lora is None:
+            self.lora = self.llm
+        if self.lora != "none" and self.lora not in LORA_PRESETS:
+            raise ValueError(f"MMLLMConfig.lora must be one of {sorted(LORA_PRESETS)} or 'none', got {self.lora!r}")
+        if self.condition not in CONDITION_MODES:
+            raise ValueError(f"MMLLMConfig.condition must be one of {CONDITION_MODES}, got {self.condition!r}")
+        if PLACEHOLDER in self.system_prompt:
+            raise ValueError(f"MMLLMConfig.system_prompt must not contain {PLACEHOLDER!r}")
+
+
+class ThreeDMoELLM(ConditionEncoder):
+    """Cloud + text → LLM: answers questions (`answer`) and conditions Pose-DiT (`forward`)."""
+
+    def __init__(self, config: MMLLMConfig | None = None, llm: nn.Module | None = None, tokenizer=None):
+        """Builds the LLM from `config` (or takes a loaded `llm`, `tokenizer`), upcycles it to MoE,
+        adds LoRA, and builds the 3D encoder projecting into the LLM's hidden size."""
+        super().__init__()
+        self.config = cfg = config or MMLLMConfig()
+        if llm is None:
+            llm, tokenizer = load_llm(cfg.llm, cfg.llm_path, seed=cfg.seed)
+        if tokenizer.chat_template is None:
+            tokenizer.chat_template = CHATML_TEMPLATE
+        if cfg.moe is not None:
+            moe = MOE_PRESETS[cfg.moe]
+            layers = cfg.moe_layers if isinstance(cfg.moe_layers, str) else tuple(cfg.moe_layers)
+            upcycle_to_moe(llm, moe.num_experts, moe.top_k, layers, moe.share_frozen_experts, moe.aux_loss_coef)
+        if cfg.lora != "none":
+            llm = apply_lora(llm, LORA_PRESETS[cfg.lora])
+        self.llm = llm
+        self.tokenizer = tokenizer
+        hidden = llm.config.hidden_size
+        self.cond_dim = hidden
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.encoder = ObjectEncoder(dataclasses.replace(cfg.point_encoder, out_dim=hidden))
+        self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}
+
+    # ----- prompt assembly ----------------------------------------------------------------------
+    def prompt_ids(self, text: str) -> tuple[list[int], list[int]]:
+        """Token ids before and after the 3D placeholder for one user turn (generation prompt included)."""
+        text = text.replace(PLACEHOLDER, "").strip()
+        if text not in self._prompt_cache:
+            rendered = self.tokenizer.apply_chat_template(
+                [{"role": "system", "content": self.config.system_prompt},
+                 {"role": "user", "content": f"{PLACEHOLDER}\n{text}"}],
+                tokenize=False, add_generation_prompt=True,
+            )
+            before, after = rendered.split(PLACEHOLDER)
+            # The template already holds the special tokens (e.g. <|im_start|>); add none twice.
+            encode = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+            self._prompt_cache[text] = (encode(before), encode(after))
+        return self._prompt_cache[text]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Answer tokens followed by the end-of-turn token, the part the LM loss is taken on."""
+        return self.tokenizer(answer.strip(), add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+
+    def build_inputs(self, clouds: list[Cloud] | list[SceneObjects], texts: list[str],
+                     answers: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Left-padded inputs_embeds (B, L, D), attention_mask (B, L), position_ids (B, L), labels (B, L)."""
+        if len(clouds) != len(texts) or (answers is not None and len(answers) != len(texts)):
+            raise ValueError(f"{len(clouds)} clouds, {len(texts)} texts and "
+                             f"{'no' if answers is None else len(answers)} answers: give one of each per sample")
+        objects, object_mask = self.encoder(clouds)  # (B, K, D), (B, K)
+        embed = self.llm.get_input_embeddings()
+        device = embed.weight.device
+        rows, labels = [], []
+        for i, text in enumerate(texts):
+            before, after = self.prompt_ids(text)
+            ans = self.answer_ids(answers[i]) if answers is not None else []
+            ids_b, ids_a = torch.tensor(before, device=device), torch.tensor(after + ans, device=device)
+            rows.append(torch.cat([embed(ids_b), objects[i, object_mask[i]].to(embed.weight.dtype), embed(ids_a)]))
+            n_prompt = rows[-1].shape[0] - len(ans)
+            labels.append(torch.cat([torch.full((n_prompt,), -100, device=device), torch.tensor(ans, device=device,
+                                                                                              dtype=torch.long)]))
+        length = max(r.shape[0] for r in rows)
+        b, d = len(rows), rows[0].shape[-1]
+        inputs = rows[0].new_zeros(b, length, d)
+        mask = torch.zeros(b, length, dtype=torch.long, device=device)
+        lab = torch.full((b, length), -100, dtype=torch.long, device=device)
+        for i, (r, l) in enumerate(zip(rows, labels)):
+            inputs[i, length - r.shape[0]:] = r
+            mask[i, length - r.shape[0]:] = 1
+            lab[i, length - r.shape[0]:] = l
+        position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+        return {"inputs_embeds": inputs, "attention_mask": mask, "position_ids": position_ids, "labels": lab}
+
+    def _decoder(self) -> nn.Module:
+        base = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        return base.get_decoder()
+
+    # ----- ConditionEncoder ---------------------------------------------------------------------
+    def forward(self, clouds: list[Cloud], instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clouds, instructions) → condition tokens for Pose-DiT and their mask.
+
+        final_token: (B, 1, D), the last prompt token's final hidden state (after the final norm).
+        all_hidden: (B, L, D) every prompt position, mask True on real tokens.
+        """
+        inputs = self.build_inputs(clouds, instructions)
+        mask = inputs["attention_mask"]
+        set_token_mask(self.llm, mask.bool())
+        try:
+            hidden = self._decoder()(inputs_embeds=inputs["inputs_embeds"], attention_mask=mask,
+                                     position_ids=inputs["position_ids"]).last_hidden_state  # (B, L, D)
+        finally:
+            set_token_mask(self.llm, None)
+        if self.config.condition == "final_token":
+            # Left padding: the last position is every sample's final prompt token.
+            return hidden[:, -1:], torch.ones(hidden.shape[0], 1, dtype=torch.bool, device=hidden.device)
+        return hidden * mask[..., None], mask.bool()
+
+    def condition(self, clouds: list[Cloud], instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Pose-DiT condition; the same as calling the module."""
+        return self(clouds, instructions)
+
+    # ----- training -----------------------------------------------------------------------------
+    def loss(self, clouds: list[Cloud], questions: list[str], answers: list[str]) -> tuple[torch.Tensor, dict]:
+        """LM loss on the answer tokens + the MoE balance loss → (loss, info with both parts and routing)."""
+        inputs = self.build_inputs(clouds, questions, answers)
+        set_token_mask(self.llm, inputs["attention_mask"].bool())
+        try:
+            out = self.llm(**inputs)
+        finally:
+            set_token_mask(self.llm, None)
+        aux = moe_aux_loss(self.llm)
+        loss = out.loss if aux is None else out.loss + aux
+        info = {"lm_loss": out.loss.item(), "aux_loss": 0.0 if aux is None else aux.item()}
+        for layer, stats in router_stats(self.llm).items():
+            info[f"router_entropy/{layer}"] = stats.entropy
+        return loss, info
+
+    def configure_stage(self, stage: int) -> None:
+        """Freeze for a training stage. Stage I: spatial transformer + projection (PointNet++ and LLM
+        frozen), on captions. Stage II: LoRA + routers of the LLM and the projection; PointNet++ and
+        the base LLM stay frozen."""
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.encoder.spatial.requires_grad_(stage == 1)
+        self.encoder.proj.requires_grad_(True)
+        if stage == 2:
+            for name, p in self.llm.named_parameters():
+                if "lora_" in name or "modules_to_save" in name:
+                    p.requires_grad_(True)
+
+    # ----- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def answer_batch(self, clouds: list[Cloud], questions: list[str], max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers to one question per cloud."""
+        inputs = self.build_inputs(clouds, questions)
+        inputs.pop("labels")
+        inputs.pop("position_ids")  # generate() derives them from the attention mask, step by step
+        tok = self.tokenizer
+        out = self.llm.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
+
+    def answer(self, cloud: Cloud, question: str, max_new_tokens: int = 32) -> str:
+        """Greedy answer to a question about one scene."""
+        return self.answer_batch([cloud], [question], max_new_tokens)[0]
