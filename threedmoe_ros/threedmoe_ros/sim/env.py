@@ -79,7 +79,18 @@ class EnvConfig:
 
 
 class TabletopEnv:
-    """A LoHoRavens-style tabletop: UR5-like arm with suction, blocks, bowls, zones, RGB-D cameras."""
+    """A LoHoRavens-style tabletop: UR5-like arm with suction, blocks, bowls, zones, RGB-D cameras.
+
+    obs:  {"cloud": Cloud (world frame, cropped to the workspace, label 0 = table, objects 1..K),
+           "instruction": str}
+    info: task, family, seed, unseen_colors, instruction, steps_taken, step_limit, reward, success,
+          reason ("" while the episode runs, else an EpisodeResult reason; "invalid_plan" for a
+          rejected plan), detail (what went wrong), objects (label, kind, color, size, extent,
+          position, quaternion per object), targets (labels the instruction is about),
+          sim_time_ns, joint_names, joint_trajectory ((N,) ns, (N, 6) rad: the arm at 30 Hz since
+          the last call), heightmap + colormap (top-down, 3.125 mm cells, when observing),
+          outcome (EpisodeOutcome, once the episode has ended).
+    """
 
     def __init__(self, config: EnvConfig | None = None):
         self.config = config or EnvConfig()
@@ -90,6 +101,8 @@ class TabletopEnv:
         self.robot: Robot | None = None
         self.seed = 0
         self._outcome: EpisodeOutcome | None = None
+        self._last_cloud: Cloud | None = None
+        self._last_heightmap: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------ gym face
 
@@ -117,7 +130,7 @@ class TabletopEnv:
             raise RuntimeError("call reset() before step()")
         if self._outcome is not None:
             raise RuntimeError(f"the episode has ended ({self._outcome.reason}); call reset()")
-        self.robot.joint_log = self.robot.joint_log[-1:]
+        self.robot.start_joint_log()
         try:
             plan = as_plan(plan) if np.size(plan) else np.zeros((0, 2, 7))
             error = self.validate(plan)
@@ -242,13 +255,14 @@ class TabletopEnv:
         self.scene = Scene(c, rng, self.config.unseen_colors)
         self.episode = self.task.build(self.scene)
         settle(self.robot, self.scene.movable, 1.0)
-        self.robot.joint_log = self.robot.joint_log[-1:]
+        self.robot.start_joint_log()
+        self._last_cloud = None
 
     def _reward(self) -> float:
         return float(self.episode.reward_fn(self.scene.objects, self.scene.poses()))
 
     def _obs(self, render: bool = True) -> dict:
-        if render or not hasattr(self, "_last_cloud"):
+        if render or self._last_cloud is None:
             self._last_cloud, self._last_heightmap = self._observe()
         return {"cloud": self._last_cloud, "instruction": self.episode.instruction}
 

@@ -108,6 +108,10 @@ class Robot:
         self.command(self.home_position, self.home_orientation)
         self._set_joints(assets.UR5_HOME)
 
+    def start_joint_log(self) -> None:
+        """Forget logged joint states except the latest (the start of what comes next)."""
+        self.joint_log = self.joint_log[-1:]
+
     def step(self) -> None:
         """One physics step; the arm follows the tool at JOINT_STATE_HZ and is logged for joint_states."""
         p.stepSimulation(physicsClientId=self.client)
