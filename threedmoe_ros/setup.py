@@ -8,10 +8,16 @@ from setuptools import find_packages, setup
 PACKAGE = "threedmoe_ros"
 
 # Nodes that `ros2 launch` starts: the executable name is what launch files name.
-NODES: dict[str, str] = {}
+NODES = {
+    "policy_node": "threedmoe_ros.nodes.policy_node:main",
+    "sim_bridge_node": "threedmoe_ros.nodes.sim_bridge_node:main",
+    "recorder_node": "threedmoe_ros.nodes.recorder_node:main",
+    "evaluator_node": "threedmoe_ros.nodes.evaluator_node:main",
+}
 # Command-line tools a user runs by hand; none of them needs ROS.
 CLIS = {
     "threedmoe-selfcheck": "threedmoe_ros.selfcheck:main",
+    "threedmoe-bringup": "threedmoe_ros.bringup:main",
 }
 
 setup(

@@ -40,6 +40,16 @@ def localhost_env(domain_id: int | None = None, base: dict | None = None) -> dic
     return env
 
 
+def fill_ament_env() -> None:
+    """What a node needs on a Python-only machine (the PyPI wheels set none of it); changes no
+    networking, so nodes on a workstation keep the user's discovery settings."""
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    if sys.prefix not in prefixes and os.path.isdir(os.path.join(sys.prefix, "share", "threedmoe_msgs")):
+        os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join([*prefixes, sys.prefix])
+    if "HOME" not in os.environ and "ROS_LOG_DIR" not in os.environ:
+        os.environ["ROS_LOG_DIR"] = os.path.join(tempfile.gettempdir(), "threedmoe_ros_logs")
+
+
 def apply_localhost_env(domain_id: int | None = None) -> None:
     """Set up this process (before rclpy.init) for loopback-only ROS 2; keeps an existing ROS_DOMAIN_ID."""
     keep = os.environ.get("ROS_DOMAIN_ID")

@@ -1,0 +1,7 @@
+"""Checkpoints that ship inside the package, so the demo runs on a fresh machine with no download."""
+
+from pathlib import Path
+
+# The embedded default policy: a Pose-DiT trained on the tabletop's oracle episodes
+# (see README, "The embedded default checkpoint", for how it was made).
+DEFAULT_POLICY = Path(__file__).resolve().parent / "default"

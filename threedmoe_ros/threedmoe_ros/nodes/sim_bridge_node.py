@@ -1,0 +1,252 @@
+"""Sim bridge node: the PyBullet tabletop on ROS.
+
+Steps through a list of tasks × seeds (parameters, normally from config/*.yaml). For each episode it
+publishes the instruction and a fused cloud, gets a plan — from the policy over the
+`pick_place_plan` topic, from the policy's `execute_instruction` action, or from the oracle — runs
+it in the simulator, publishes the next cloud, and so on until the episode ends; then it publishes
+an `episode_result`. Time is simulated: `/clock` and every stamp come from the simulator.
+
+Topics: out  points, instruction, joint_states, episode_result, /clock (and /tf_static where tf2_msgs
+             is installed); in  pick_place_plan (policy mode); action client execute_instruction (action mode).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from rclpy.action import ActionClient
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState, PointCloud2
+from std_msgs.msg import String
+from threedmoe_msgs.action import ExecuteInstruction
+from threedmoe_msgs.msg import EpisodeResult, PickPlacePlan
+
+from threedmoe_ros.nodes import conversions as conv
+from threedmoe_ros.rosenv import fill_ament_env
+from threedmoe_ros.types import EpisodeOutcome
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Results are few and must all arrive, also at an evaluator that starts late.
+RESULTS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MODES = ("policy", "action", "oracle")
+
+
+@dataclass
+class EpisodeSpec:
+    task: str
+    seed: int
+    unseen_colors: bool
+
+
+def episode_list(tasks: list[str], seed_start: int, episodes: int, colors: list[str]) -> list[EpisodeSpec]:
+    """tasks × colour splits × seeds, in a stable order."""
+    bad = [c for c in colors if c not in ("seen", "unseen")]
+    if bad:
+        raise ValueError(f"colors must be 'seen' and/or 'unseen', got {bad}")
+    return [EpisodeSpec(t, seed_start + i, c == "unseen") for t in tasks for c in colors for i in range(episodes)]
+
+
+class SimBridgeNode(Node):
+    def __init__(self, name: str = "sim_bridge", **kwargs):
+        super().__init__(name, **kwargs)
+        self.declare_parameter("mode", "policy", _doc(f"where plans come from: {', '.join(MODES)}"))
+        self.declare_parameter("tasks", ["put-block-in-zone"], _doc("task names (see threedmoe_ros.sim.tasks)"))
+        self.declare_parameter("seed_start", 2_000_000, _doc("first seed; the test split starts at 2 000 000"))
+        self.declare_parameter("episodes", 3, _doc("episodes per task and colour split"))
+        self.declare_parameter("colors", ["unseen"], _doc("colour splits to run: seen, unseen"))
+        self.declare_parameter("steps_per_plan", 1, _doc("steps of each plan executed before re-planning (0 = all)"))
+        self.declare_parameter("plan_timeout_s", 30.0, _doc("wall-clock wait for a plan before the episode ends with 'timeout'"))
+        self.declare_parameter("camera_width", 320, _doc("camera image width, pixels"))
+        self.declare_parameter("camera_height", 240, _doc("camera image height, pixels"))
+        self.declare_parameter("frame_id", "world", _doc("frame of clouds and plans"))
+        self.declare_parameter("start_delay_s", 1.0, _doc("wait before the first episode, for subscribers to connect"))
+        self.declare_parameter("wait_for_subscribers", ["points"], _doc("topics that must have a subscriber before starting"))
+        self.declare_parameter("exit_when_done", True, _doc("shut down after the last episode"))
+        p = {n: self.get_parameter(n).value for n in (
+            "mode", "tasks", "seed_start", "episodes", "colors", "steps_per_plan", "plan_timeout_s", "camera_width",
+            "camera_height", "frame_id", "start_delay_s", "wait_for_subscribers", "exit_when_done")}
+        if p["mode"] not in MODES:
+            raise ValueError(f"parameter mode={p['mode']!r} is not one of {MODES}")
+        self.params = p
+        self.episodes = episode_list(list(p["tasks"]), p["seed_start"], p["episodes"], list(p["colors"]))
+
+        self.points_pub = self.create_publisher(PointCloud2, "points", qos_profile_sensor_data)
+        self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
+        self.joints_pub = self.create_publisher(JointState, "joint_states", 100)
+        self.result_pub = self.create_publisher(EpisodeResult, "episode_result", RESULTS)
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        # Oracle plans go out on the same topic a policy would use, so recorders see one layout.
+        self.plan_pub = self.create_publisher(PickPlacePlan, "pick_place_plan", LATCHED) if p["mode"] == "oracle" else None
+        self.create_subscription(PickPlacePlan, "pick_place_plan", self._on_plan, LATCHED)
+        self.action = ActionClient(self, ExecuteInstruction, "execute_instruction") if p["mode"] == "action" else None
+        self._plan_cv = threading.Condition()
+        self._plan: PickPlacePlan | None = None
+        self._waiting_stamp: int | None = None
+        self.outcomes: list[EpisodeOutcome] = []
+        self.done = threading.Event()
+        self._tf_static()
+        self._thread = threading.Thread(target=self._run, name="episodes", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ plans in
+
+    def _on_plan(self, msg: PickPlacePlan) -> None:
+        with self._plan_cv:
+            if self._waiting_stamp is not None and conv.stamp_ns(msg.header) == self._waiting_stamp:
+                self._plan = msg
+                self._plan_cv.notify_all()
+
+    def _wait_plan(self, stamp: int) -> PickPlacePlan | None:
+        with self._plan_cv:
+            ok = self._plan_cv.wait_for(lambda: self._plan is not None or not rclpy.ok(), timeout=self.params["plan_timeout_s"])
+            plan, self._plan, self._waiting_stamp = self._plan, None, None
+            return plan if ok else None
+
+    # ------------------------------------------------------------------ episodes
+
+    def _run(self) -> None:
+        try:
+            self._wait_for_subscribers()
+            envs: dict = {}
+            for spec in self.episodes:
+                if not rclpy.ok():
+                    return
+                env = envs.get((spec.task, spec.unseen_colors)) or self._make_env(spec)
+                envs[(spec.task, spec.unseen_colors)] = env
+                outcome = self._episode(env, spec)
+                self.outcomes.append(outcome)
+                self.result_pub.publish(conv.outcome_to_msg(outcome, env.sim_time_ns))
+                self.get_logger().info(
+                    f"{spec.task} seed {spec.seed} ({'unseen' if spec.unseen_colors else 'seen'}): "
+                    f"{'success' if outcome.success else 'failure'} ({outcome.reason}) in {outcome.steps_taken} steps")
+            for env in envs.values():
+                env.close()
+            n = sum(o.success for o in self.outcomes)
+            self.get_logger().info(f"all {len(self.outcomes)} episodes done: {n} successful")
+        except Exception as exc:  # noqa: BLE001 - a broken episode loop must be loud, not a silent thread death
+            self.get_logger().error(f"episode loop stopped: {type(exc).__name__}: {exc}")
+        finally:
+            self.done.set()
+
+    def _wait_for_subscribers(self) -> None:
+        deadline = time.monotonic() + 60
+        topics = list(self.params["wait_for_subscribers"])
+        while rclpy.ok() and time.monotonic() < deadline and any(self.count_subscribers(t) == 0 for t in topics):
+            time.sleep(0.1)
+        time.sleep(self.params["start_delay_s"])
+
+    def _make_env(self, spec: EpisodeSpec):
+        from threedmoe_ros.sim.cameras import default_cameras
+        from threedmoe_ros.sim.env import EnvConfig, TabletopEnv
+
+        cameras = default_cameras(self.params["camera_width"], self.params["camera_height"])
+        return TabletopEnv(EnvConfig(task=spec.task, unseen_colors=spec.unseen_colors, cameras=cameras))
+
+    def _publish_state(self, env, obs: dict, info: dict) -> int:
+        """Joint states since the last observation, the clock, then the cloud; returns the cloud's stamp."""
+        times, positions = info["joint_trajectory"]
+        names = info["joint_names"]
+        for t, q in zip(times, positions):
+            self.joints_pub.publish(conv.joint_state_msg(names, q, int(t)))
+        self.clock_pub.publish(Clock(clock=conv.time_msg(env.sim_time_ns)))
+        cloud = obs["cloud"]
+        cloud.frame_id = self.params["frame_id"]
+        stamp = env.sim_time_ns
+        with self._plan_cv:
+            self._plan, self._waiting_stamp = None, stamp
+        self.points_pub.publish(conv.cloud_to_msg(cloud, stamp))
+        return stamp
+
+    def _episode(self, env, spec: EpisodeSpec) -> EpisodeOutcome:
+        obs, info = env.reset(spec.seed)
+        self.instruction_pub.publish(String(data=obs["instruction"]))
+        goal = None
+        if self.action is not None:
+            goal = self._send_goal(obs["instruction"], env.step_limit)
+            if goal is None:
+                return self._end(env, "aborted", "the execute_instruction action server did not accept the goal")
+        k = self.params["steps_per_plan"]
+        try:
+            while rclpy.ok():
+                stamp = self._publish_state(env, obs, info)
+                if self.params["mode"] == "oracle":
+                    poses = env.oracle_plan()
+                    self.plan_pub.publish(conv.plan_to_msg(poses, obs["instruction"], stamp, 0.0, "oracle", self.params["frame_id"]))
+                else:
+                    msg = self._wait_plan(stamp)
+                    if msg is None:
+                        return self._end(env, "timeout", f"no plan within {self.params['plan_timeout_s']:.0f} s of wall time")
+                    poses = conv.plan_from_msg(msg)
+                obs, _, terminated, truncated, info = env.step(poses[:k] if k > 0 else poses)
+                if info["reason"] == "invalid_plan":
+                    self.get_logger().warning(f"plan rejected: {info['detail']}")
+                if terminated or truncated:
+                    self._publish_state(env, obs, info)
+                    return env.outcome()
+            return self._end(env, "aborted", "shut down during the episode")
+        finally:
+            if goal is not None:
+                goal.cancel_goal_async()
+
+    def _end(self, env, reason: str, detail: str) -> EpisodeOutcome:
+        o = env.outcome()
+        return EpisodeOutcome(o.task, o.seed, o.instruction, o.unseen_colors, o.steps_taken, o.reward, False, reason, detail)
+
+    def _send_goal(self, instruction: str, max_steps: int):
+        if not self.action.wait_for_server(timeout_sec=self.params["plan_timeout_s"]):
+            return None
+        future = self.action.send_goal_async(ExecuteInstruction.Goal(instruction=instruction, max_steps=max_steps))
+        deadline = time.monotonic() + self.params["plan_timeout_s"]
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        handle = future.result() if future.done() else None
+        return handle if handle is not None and handle.accepted else None
+
+    def _tf_static(self) -> None:
+        """world → base_link on /tf_static, where tf2_msgs is installed (a workstation); PyPI has no wheel."""
+        try:
+            from geometry_msgs.msg import TransformStamped
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            self.get_logger().info("tf2_msgs is not installed: /tf_static is not published (clouds are in 'world')")
+            return
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._tf_pub = self.create_publisher(TFMessage, "/tf_static", qos)
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = self.params["frame_id"], "base_link"
+        t.transform.rotation.w = 1.0
+        self._tf_pub.publish(TFMessage(transforms=[t]))
+
+
+def _doc(text: str):
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    return ParameterDescriptor(description=text)
+
+
+def main(args: list[str] | None = None) -> None:
+    fill_ament_env()
+    rclpy.init(args=args)
+    node = SimBridgeNode()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        while rclpy.ok() and not (node.done.is_set() and node.params["exit_when_done"]):
+            executor.spin_once(timeout_sec=0.1)
+        time.sleep(0.5)  # let the last results reach reliable subscribers
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
