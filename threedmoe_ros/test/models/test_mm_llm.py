@@ -12,6 +12,7 @@ from test_point_encoder import tabletop
 
 from threedmoe_ros.models.condition import ConditionEncoder
 from threedmoe_ros.models.mm_llm import MMLLMConfig, ThreeDMoELLM
+from threedmoe_ros.models.moe import moe_layers
 from threedmoe_ros.models.point_encoder import PointEncoderConfig
 from threedmoe_ros.types import Cloud
 
@@ -119,3 +120,28 @@ def test_smollm2_condition_and_answer(scenes):
     assert tokens.shape == (1, 1, 576) and torch.isfinite(tokens).all()
     answer = m.answer(scenes[0], "Say hello.", max_new_tokens=6)
     assert isinstance(answer, str) and answer
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_checkpoint_round_trip(tmp_path, scenes, merge):
+    m = tiny_model()
+    with torch.no_grad():  # trained-looking adapters and routers, so a lost weight would show
+        for n, p in m.named_parameters():
+            if "lora_B" in n or "router" in n or "encoder.proj" in n:
+                p.add_(torch.randn_like(p) * 0.05)
+        before, _ = m([scenes[0]], ["put the red block in the bowl"])
+    m.save_pretrained(tmp_path / "ckpt", merge=merge)
+    files = {p.name for p in (tmp_path / "ckpt").iterdir()}
+    assert files >= {"mm_llm_config.json", "encoder.safetensors", "llm" if merge else "adapter"}
+    loaded = ThreeDMoELLM.from_pretrained(tmp_path / "ckpt")
+    with torch.no_grad():
+        after, _ = loaded([scenes[0]], ["put the red block in the bowl"])
+    assert torch.allclose(before, after, atol=1e-5)
+    # Saving (merged or not) leaves the live model's experts sharing one frozen weight.
+    _, moe = next(moe_layers(m.llm))
+    assert moe.experts[0].up_proj.base_layer.weight is moe.experts[1].up_proj.base_layer.weight
+
+
+def test_missing_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        ThreeDMoELLM.from_pretrained(tmp_path)

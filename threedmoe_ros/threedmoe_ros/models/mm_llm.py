@@ -24,19 +24,28 @@ is batched with.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from threedmoe_ros.models.condition import ConditionEncoder
 from threedmoe_ros.models.llm import CHATML_TEMPLATE, LORA_PRESETS, PRESETS, apply_lora, load_llm
-from threedmoe_ros.models.moe import MOE_PRESETS, moe_aux_loss, router_stats, set_token_mask, upcycle_to_moe
+from threedmoe_ros.models.moe import (
+    MOE_PRESETS, moe_aux_loss, moe_layers, router_stats, set_token_mask, unshare_experts, upcycle_to_moe,
+)
 from threedmoe_ros.models.point_encoder import ObjectEncoder, PointEncoderConfig, SceneObjects
 from threedmoe_ros.types import Cloud
 
 PLACEHOLDER = "<3d>"
+CONFIG_NAME = "mm_llm_config.json"
+ENCODER_WEIGHTS = "encoder.safetensors"
+ADAPTER_DIR = "adapter"  # peft format: adapter_config.json + adapter_model.safetensors (LoRA + routers)
+MERGED_DIR = "llm"  # merged checkpoints: the whole MoE LM (config.json, model.safetensors, tokenizer)
 CONDITION_MODES = ("final_token", "all_hidden")
 DEFAULT_SYSTEM = ("You are a robot that sees a tabletop as a list of 3D objects. Answer questions about the scene "
                   "and plan pick-and-place actions.")
@@ -93,7 +102,7 @@ class ThreeDMoELLM(ConditionEncoder):
             llm, tokenizer = load_llm(cfg.llm, cfg.llm_path, seed=cfg.seed)
         if tokenizer.chat_template is None:
             tokenizer.chat_template = CHATML_TEMPLATE
-        if cfg.moe is not None:
+        if cfg.moe is not None and not any(True for _ in moe_layers(llm)):  # a merged checkpoint is MoE already
             moe = MOE_PRESETS[cfg.moe]
             layers = cfg.moe_layers if isinstance(cfg.moe_layers, str) else tuple(cfg.moe_layers)
             upcycle_to_moe(llm, moe.num_experts, moe.top_k, layers, moe.share_frozen_experts, moe.aux_loss_coef)
@@ -232,3 +241,93 @@ class ThreeDMoELLM(ConditionEncoder):
     def answer(self, cloud: Cloud, question: str, max_new_tokens: int = 32) -> str:
         """Greedy answer to a question about one scene."""
         return self.answer_batch([cloud], [question], max_new_tokens)[0]
+
+    # ----- checkpoints --------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path, merge: bool = False) -> Path:
+        """Write a checkpoint directory.
+
+        Default: mm_llm_config.json + encoder.safetensors + adapter/ (peft LoRA and routers). The base
+        LM is not copied: it is rebuilt from its preset, so a checkpoint is megabytes, not gigabytes.
+        merge=True: LoRA folded into the weights (experts first given their own copies, since a shared
+        base would receive every expert's delta) and the whole LM written to llm/ with its tokenizer;
+        it loads without peft and runs faster, but is E× larger in the FFNs.
+        """
+        from safetensors.torch import save_file, save_model
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = dataclasses.asdict(self.config)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.encoder.state_dict().items()},
+                  str(path / ENCODER_WEIGHTS), metadata={"format": "pt"})
+        if merge:
+            llm = self.llm
+            if hasattr(llm, "merge_and_unload"):
+                llm = copy.deepcopy(llm)  # the live model keeps its shared experts and adapters
+                unshare_experts(llm)
+                llm = llm.merge_and_unload()
+            merged = path / MERGED_DIR
+            merged.mkdir(exist_ok=True)
+            llm.config.save_pretrained(merged)
+            save_model(llm, str(merged / "model.safetensors"), metadata={"format": "pt"})  # ties deduplicated
+            self.tokenizer.save_pretrained(merged)
+            config["merged"] = True
+        else:
+            if not hasattr(self.llm, "save_pretrained") or self.config.lora == "none":
+                raise ValueError("this model has no LoRA adapter to save; use save_pretrained(path, merge=True)")
+            self.llm.save_pretrained(path / ADAPTER_DIR)
+        (path / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, llm_path: str | None = None) -> "ThreeDMoELLM":
+        """Load a directory written by save_pretrained. `llm_path` overrides the base LM directory
+        recorded for the llama-3.2-1b preset (checkpoints move between machines)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        config_file = path / CONFIG_NAME
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}; it is not a 3D-MoE LLM checkpoint "
+                                    "(write one with ThreeDMoELLM.save_pretrained)")
+        raw = json.loads(config_file.read_text())
+        merged = raw.pop("merged", False)
+        if llm_path is not None:
+            raw["llm_path"] = llm_path
+        config = MMLLMConfig(**raw)
+        if merged:
+            model = cls(dataclasses.replace(config, lora="none"), *_load_merged(path / MERGED_DIR))
+        else:
+            model = cls(config)
+            adapter = path / ADAPTER_DIR / "adapter_model.safetensors"
+            if not adapter.is_file():
+                raise FileNotFoundError(f"checkpoint {path} lacks {adapter.relative_to(path)}; was it saved completely?")
+            from peft import set_peft_model_state_dict
+
+            result = set_peft_model_state_dict(model.llm, load_file(str(adapter)))
+            if result.unexpected_keys:
+                raise ValueError(f"{adapter} does not fit this model (unexpected {result.unexpected_keys[:3]} …); "
+                                 "was it saved with another LLM or MoE preset?")
+        model.encoder.load_state_dict(load_file(str(path / ENCODER_WEIGHTS)))
+        return model.eval()
+
+
+def _load_merged(directory: Path):
+    """(llm, tokenizer) of a merged checkpoint: a dense LM of the saved shape, upcycled with
+    independent experts, then filled with the saved weights."""
+    from safetensors.torch import load_model
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if not (directory / "model.safetensors").is_file():
+        raise FileNotFoundError(f"merged checkpoint {directory} has no model.safetensors")
+    hf_config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    llm = AutoModelForCausalLM.from_config(hf_config)
+    moe = getattr(hf_config, "moe", None)
+    if isinstance(moe, dict):
+        upcycle_to_moe(llm, moe["num_experts"], moe["top_k"], moe["layers"], share_frozen_experts=False,
+                       aux_loss_coef=moe["aux_loss_coef"])
+    missing, unexpected = load_model(llm, str(directory / "model.safetensors"), strict=False)
+    if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
+        raise ValueError(f"{directory}/model.safetensors does not fit its config.json "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    llm.tie_weights()
+    return llm.eval(), AutoTokenizer.from_pretrained(directory, local_files_only=True)
