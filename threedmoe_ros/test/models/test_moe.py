@@ -180,3 +180,19 @@ def test_config_validation_names_the_field():
         MoEConfig(layers="some")
     with pytest.raises(ValueError, match="already"):
         upcycle_to_moe(upcycle_to_moe(load_llm("tiny")[0], 2, 2), 2, 2)
+
+
+def test_routing_tally_weights_by_tokens_and_plots(tiny, tmp_path):
+    from threedmoe_ros.eval.routing import plot_routing
+    from threedmoe_ros.models.moe import RoutingTally
+
+    model = upcycle_to_moe(copy.deepcopy(tiny[0]), 4, 2)
+    tally = RoutingTally()
+    for length in (5, 15):
+        model(torch.randint(0, len(tiny[1]), (1, length)))
+        tally.update(model)
+    stats = tally.stats()
+    assert list(stats) == [0, 1] and stats[0].num_tokens == 20
+    assert stats[0].fraction.sum().item() == pytest.approx(1.0)
+    png = plot_routing(stats, tmp_path / "routing.png")
+    assert png.stat().st_size > 1000

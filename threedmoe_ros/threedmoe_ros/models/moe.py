@@ -370,3 +370,31 @@ def count_parameters(model: nn.Module) -> ParamCount:
 def routing_entropy_max(num_experts: int) -> float:
     """Entropy of a uniform router, for normalising RouterStats.entropy."""
     return math.log(num_experts)
+
+
+class RoutingTally:
+    """Routing statistics summed over many forward passes (a validation set, an episode).
+
+    Call `update(model)` after each forward; `stats()` gives one RouterStats per layer over all of them,
+    weighted by tokens, in the same form as `router_stats` (so the same plot reads both).
+    """
+
+    def __init__(self) -> None:
+        self._fraction: dict[int, torch.Tensor] = {}
+        self._prob: dict[int, torch.Tensor] = {}
+        self._entropy: dict[int, float] = {}
+        self._tokens: dict[int, int] = {}
+
+    def update(self, model: nn.Module) -> None:
+        for layer, s in router_stats(model).items():
+            n = s.num_tokens
+            self._fraction[layer] = self._fraction.get(layer, 0) + s.fraction * n
+            self._prob[layer] = self._prob.get(layer, 0) + s.mean_prob * n
+            self._entropy[layer] = self._entropy.get(layer, 0.0) + s.entropy * n
+            self._tokens[layer] = self._tokens.get(layer, 0) + n
+
+    def stats(self) -> dict[int, RouterStats]:
+        return {
+            layer: RouterStats(self._fraction[layer] / n, self._prob[layer] / n, self._entropy[layer] / n, n)
+            for layer, n in sorted(self._tokens.items())
+        }
