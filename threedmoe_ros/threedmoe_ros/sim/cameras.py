@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pybullet as p
@@ -91,17 +92,23 @@ def render(client: int, camera: CameraConfig) -> Frame:
     return Frame(rgba[..., :3].copy(), depth.astype(np.float32), seg)
 
 
+@lru_cache(maxsize=32)
+def _rays(width: int, height: int, focal: float, eye: tuple, target: tuple) -> np.ndarray:
+    """(H*W, 3) float32 world-frame direction of each pixel, scaled so depth × ray + eye is the point."""
+    camera = CameraConfig("rays", eye, target, width, height)
+    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    optical = np.stack([(u - width / 2) / focal, (v - height / 2) / focal, np.ones_like(u)], axis=-1).reshape(-1, 3)
+    return (optical @ camera.rotation().T).astype(np.float32)
+
+
 def back_project(frame: Frame, camera: CameraConfig, pixels: np.ndarray | None = None) -> np.ndarray:
     """(N, 3) float32 world points of a frame's pixels (all, or the flat indices in `pixels`)."""
     h, w = frame.depth.shape
-    k = camera.intrinsics()
-    index = np.arange(h * w) if pixels is None else pixels
-    v, u = np.divmod(index, w)
-    z = frame.depth.reshape(-1)[index]
-    x = ((u + 0.5 - k[0, 2]) / k[0, 0]).astype(np.float32) * z
-    y = ((v + 0.5 - k[1, 2]) / k[1, 1]).astype(np.float32) * z
-    rotation = camera.rotation().astype(np.float32)
-    return np.stack([x, y, z], axis=1) @ rotation.T + np.asarray(camera.eye, dtype=np.float32)
+    rays = _rays(w, h, camera.focal, tuple(map(float, camera.eye)), tuple(map(float, camera.target)))
+    depth = frame.depth.reshape(-1)
+    if pixels is not None:
+        rays, depth = rays[pixels], depth[pixels]
+    return rays * depth[:, None] + np.asarray(camera.eye, dtype=np.float32)
 
 
 @dataclass
@@ -174,30 +181,31 @@ def heightmap(cloud: Cloud, bounds: np.ndarray, pixel: float = 0.003125) -> tupl
     bounds = np.asarray(bounds, dtype=float)
     rows = int(round((bounds[0, 1] - bounds[0, 0]) / pixel))
     cols = int(round((bounds[1, 1] - bounds[1, 0]) / pixel))
-    height = np.zeros((rows, cols), dtype=np.float32)
-    color = np.zeros((rows, cols, 3), dtype=np.uint8)
+    height = np.zeros(rows * cols, dtype=np.float32)
+    color = np.zeros((rows * cols, 3), dtype=np.uint8)
     if len(cloud) == 0:
-        return height, color
+        return height.reshape(rows, cols), color.reshape(rows, cols, 3)
     r = np.clip(((cloud.xyz[:, 0] - bounds[0, 0]) / pixel).astype(int), 0, rows - 1)
     c = np.clip(((cloud.xyz[:, 1] - bounds[1, 0]) / pixel).astype(int), 0, cols - 1)
-    order = np.argsort(cloud.xyz[:, 2])  # write low points first so the highest wins
-    height[r[order], c[order]] = np.maximum(cloud.xyz[order, 2], 0.0)
-    filled = np.zeros((rows, cols), dtype=bool)
-    filled[r, c] = True
+    order = np.argsort(cloud.xyz[:, 2], kind="stable")  # low points first: the highest wins
+    cell = (r * cols + c)[order]
+    height[cell] = np.maximum(cloud.xyz[order, 2], 0.0)
     if cloud.rgb is not None:
-        color[r[order], c[order]] = cloud.rgb[order]
+        color[cell] = cloud.rgb[order]
+    filled = np.zeros(rows * cols, dtype=bool)
+    filled[cell] = True
+    height, color, filled = height.reshape(rows, cols), color.reshape(rows, cols, 3), filled.reshape(rows, cols)
     # At 320×240 a camera pixel covers ~4 mm of table, more than a heightmap cell: fill each empty
     # cell from its highest filled neighbour so the map has no speckle.
     pad_h = np.pad(np.where(filled, height, -1.0), 1, constant_values=-1.0)
     pad_c = np.pad(color, ((1, 1), (1, 1), (0, 0)))
-    best_h = np.full((rows, cols), -1.0, dtype=np.float32)
-    best_c = np.zeros_like(color)
-    for dr in range(3):
-        for dc in range(3):
-            h = pad_h[dr:dr + rows, dc:dc + cols]
-            better = h > best_h
-            best_h[better] = h[better]
-            best_c[better] = pad_c[dr:dr + rows, dc:dc + cols][better]
+    shifts = [(dr, dc) for dr in range(3) for dc in range(3)]
+    stacked = np.stack([pad_h[dr:dr + rows, dc:dc + cols] for dr, dc in shifts])  # (9, rows, cols)
+    best = stacked.argmax(axis=0)
+    best_h = np.take_along_axis(stacked, best[None], axis=0)[0]
     hole = ~filled & (best_h >= 0)
-    height[hole], color[hole] = best_h[hole], best_c[hole]
+    rr, cc = np.nonzero(hole)
+    dr, dc = np.array(shifts)[best[hole]].T
+    height[hole] = best_h[hole]
+    color[hole] = pad_c[rr + dr, cc + dc]
     return height, color
