@@ -28,7 +28,7 @@ from threedmoe_ros.sim import assets
 from threedmoe_ros.sim.cameras import CameraConfig, FusionConfig, default_cameras, downsample, fuse, heightmap, render
 from threedmoe_ros.sim.oracle import oracle_plan
 from threedmoe_ros.sim.primitive import PrimitiveConfig, go_home, pick_place, settle
-from threedmoe_ros.sim.robot import Robot
+from threedmoe_ros.sim.robot import Arm, Robot
 from threedmoe_ros.sim.scene import SamplingError, Scene
 from threedmoe_ros.sim.tasks import Episode, get_task
 from threedmoe_ros.types import Cloud, EpisodeOutcome, as_plan
@@ -96,6 +96,7 @@ class TabletopEnv:
         self.config = config or EnvConfig()
         self.task = get_task(self.config.task)
         self.client = p.connect(p.DIRECT)
+        self.arm = Arm()
         self.scene: Scene | None = None
         self.episode: Episode | None = None
         self.robot: Robot | None = None
@@ -189,6 +190,7 @@ class TabletopEnv:
     def close(self) -> None:
         if self.client is not None and p.isConnected(self.client):
             p.disconnect(self.client)
+            self.arm.close()
         self.client = None
 
     def __enter__(self) -> "TabletopEnv":
@@ -251,7 +253,7 @@ class TabletopEnv:
         p.setPhysicsEngineParameter(fixedTimeStep=self.config.timestep, numSolverIterations=self.config.solver_iterations,
                                     deterministicOverlappingPairs=1, physicsClientId=c)
         self.table = assets.make_table(c)
-        self.robot = Robot(c, self.config.timestep)
+        self.robot = Robot(c, self.config.timestep, self.arm)
         self.scene = Scene(c, rng, self.config.unseen_colors)
         self.episode = self.task.build(self.scene)
         settle(self.robot, self.scene.movable, 1.0)
