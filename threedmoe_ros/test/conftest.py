@@ -45,3 +45,78 @@ def rclpy_context(ros_env):
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+class NodeProcess:
+    """A node started as its own process (as launch would), with its output kept for assertions."""
+
+    def __init__(self, executable: str, params: dict, env: dict, log_path: Path, name: str | None = None):
+        import subprocess
+
+        cmd = [str(Path(sys.executable).parent / executable), "--ros-args"]
+        if name:
+            cmd += ["-r", f"__node:={name}"]
+        for key, value in params.items():
+            cmd += ["-p", f"{key}:={_ros_param(value)}"]
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def _ros_param(value) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    return str(value)
+
+
+@pytest.fixture
+def start_node(ros_env, tmp_path):
+    """start_node(executable, params, name=None) → NodeProcess; every node is stopped after the test."""
+    started: list[NodeProcess] = []
+
+    def start(executable: str, params: dict | None = None, name: str | None = None) -> NodeProcess:
+        node = NodeProcess(executable, params or {}, ros_env, tmp_path / f"{name or executable}_{len(started)}.log", name)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory) -> Path:
+    """A small, untrained policy checkpoint: enough for plumbing tests (plans are not meant to succeed)."""
+    from threedmoe_ros.policy import Policy
+
+    return Policy().save_pretrained(tmp_path_factory.mktemp("ckpt") / "untrained")

@@ -30,7 +30,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 from threedmoe_msgs.action import ExecuteInstruction
@@ -42,6 +42,11 @@ from threedmoe_ros.rosenv import fill_ament_env
 from threedmoe_ros.types import Cloud
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Depth 1: only the newest cloud matters; DDS itself must not queue older ones either.
+POINTS_QOS = {
+    "sensor_data": QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE),
+    "reliable": QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE),
+}
 
 
 def check_text(text: str, max_chars: int, what: str = "instruction") -> str:
@@ -77,6 +82,9 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("horizon", 0, _doc("most steps a published plan holds (0 = the model's horizon)"))
         self.declare_parameter("steps_per_plan", 0, _doc("steps of each plan to publish for execution before re-planning (0 = all)"))
         self.declare_parameter("seed", -1, _doc("sampling seed per plan (-1 = the policy's own generator)"))
+        self.declare_parameter("points_qos", "sensor_data", _doc(
+            "QoS of the points subscription: sensor_data (best effort, as drivers publish) or reliable "
+            "(needed for clouds over ~1 MB: Fast DDS drops large best-effort messages over UDP)"))
         self.declare_parameter("frames", ["world"], _doc("cloud frames accepted (no tf here: clouds must come in one of these)"))
         self.declare_parameter("max_points", 2_000_000, _doc("clouds with more points are rejected"))
         self.declare_parameter("max_instruction_chars", 512, _doc("longer instructions/questions are rejected"))
@@ -101,7 +109,7 @@ class PolicyNode(LifecycleNode):
         from threedmoe_ros.policy import Policy
 
         p = {n: self.get_parameter(n).value for n in ("checkpoint", "device", "dtype", "sampling_steps", "horizon",
-                                                      "steps_per_plan", "seed", "frames", "max_points",
+                                                      "steps_per_plan", "seed", "points_qos", "frames", "max_points",
                                                       "max_instruction_chars", "model_id")}
         self.params = p
         path = p["checkpoint"] or str(DEFAULT_POLICY)
@@ -120,6 +128,9 @@ class PolicyNode(LifecycleNode):
         self.model_id = p["model_id"] or path.rstrip("/").split("/")[-1]
         self.get_logger().info(f"loaded policy {path} on {p['device']} ({p['dtype']})")
 
+        if p["points_qos"] not in POINTS_QOS:
+            self.get_logger().error(f"points_qos {p['points_qos']!r} is not one of {sorted(POINTS_QOS)}")
+            return TransitionCallbackReturn.FAILURE
         infer_group = MutuallyExclusiveCallbackGroup()
         io_group = ReentrantCallbackGroup()
         self.plan_pub = self.create_lifecycle_publisher(PickPlacePlan, "pick_place_plan", LATCHED)
@@ -131,7 +142,8 @@ class PolicyNode(LifecycleNode):
         self.answer_pub = self.create_lifecycle_publisher(String, "answer", 10)
         self._guard = self.create_guard_condition(self._infer, callback_group=infer_group)
         self._created = [
-            self.create_subscription(PointCloud2, "points", self._on_points, qos_profile_sensor_data, callback_group=io_group),
+            self.create_subscription(PointCloud2, "points", self._on_points, POINTS_QOS[p["points_qos"]],
+                                     callback_group=io_group),
             self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=io_group),
             self.create_subscription(String, "question", self._on_question, 10, callback_group=infer_group),
             self.create_subscription(EpisodeResult, "episode_result", self._on_result, 10, callback_group=io_group),
