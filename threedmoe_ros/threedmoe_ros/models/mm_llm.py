@@ -102,19 +102,20 @@ class ThreeDMoELLM(ConditionEncoder):
             llm, tokenizer = load_llm(cfg.llm, cfg.llm_path, seed=cfg.seed)
         if tokenizer.chat_template is None:
             tokenizer.chat_template = CHATML_TEMPLATE
-        if cfg.moe is not None and not any(True for _ in moe_layers(llm)):  # a merged checkpoint is MoE already
-            moe = MOE_PRESETS[cfg.moe]
-            layers = cfg.moe_layers if isinstance(cfg.moe_layers, str) else tuple(cfg.moe_layers)
-            upcycle_to_moe(llm, moe.num_experts, moe.top_k, layers, moe.share_frozen_experts, moe.aux_loss_coef)
-        if cfg.lora != "none":
-            llm = apply_lora(llm, LORA_PRESETS[cfg.lora])
-        self.llm = llm
-        self.tokenizer = tokenizer
-        hidden = llm.config.hidden_size
-        self.cond_dim = hidden
+        # Routers, LoRA matrices and the 3D encoder are initialised from cfg.seed, so the same config
+        # always builds the same model (and a checkpoint's untrained parts can be rebuilt).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.encoder = ObjectEncoder(dataclasses.replace(cfg.point_encoder, out_dim=hidden))
+            if cfg.moe is not None and not any(True for _ in moe_layers(llm)):  # merged checkpoints are MoE already
+                moe = MOE_PRESETS[cfg.moe]
+                layers = cfg.moe_layers if isinstance(cfg.moe_layers, str) else tuple(cfg.moe_layers)
+                upcycle_to_moe(llm, moe.num_experts, moe.top_k, layers, moe.share_frozen_experts, moe.aux_loss_coef)
+            if cfg.lora != "none":
+                llm = apply_lora(llm, LORA_PRESETS[cfg.lora])
+            self.encoder = ObjectEncoder(dataclasses.replace(cfg.point_encoder, out_dim=llm.config.hidden_size))
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.cond_dim = llm.config.hidden_size
         self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}
 
     # ----- prompt assembly ----------------------------------------------------------------------

@@ -1,0 +1,182 @@
+"""Stage I of 3D-MoE: align the 3D encoder with the LLM on scene captions.
+
+Trains the spatial transformer and the projection; PointNet++ and the LLM stay frozen (paper §4).
+Stage II (train/stage2.py) runs the same loop on captions + QA with the MoE routers and LoRA trainable.
+
+    python -m threedmoe_ros.train.stage1 --data data_out/qa --out runs/stage1 --llm smollm2-135m
+    python -m threedmoe_ros.train.stage2 --data data_out/qa --out runs/stage2 --init runs/stage1/checkpoint
+
+--data is a directory written by `python -m threedmoe_ros.data.qa`. What a run leaves in --out:
+  checkpoint/   ThreeDMoELLM.save_pretrained (config, 3D encoder, LoRA adapter with routers)
+  train.json    the settings; metrics.csv the loss curve; eval.json the QA metrics when --eval-data is given
+Optimiser: AdamW, lr 2e-5 (the paper's) after a linear warm-up, 3 epochs by default. One device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from threedmoe_ros.data.qa import QADataset
+from threedmoe_ros.models.mm_llm import MMLLMConfig, ThreeDMoELLM
+
+
+@dataclass
+class StageConfig:
+    """One Stage I or Stage II run (saved as train.json)."""
+
+    out: str
+    data: str
+    stage: int = 1
+    # MMLLMConfig fields for a fresh model; ignored with `init`.
+    model: dict = field(default_factory=lambda: {"llm": "smollm2-135m"})
+    # A ThreeDMoELLM checkpoint to start from (Stage II starts from Stage I's).
+    init: str | None = None
+    # Stage I trains on captions only; Stage II on every kind (captions keep the alignment).
+    kinds: list[str] | None = None
+    epochs: int = 3
+    max_steps: int | None = None
+    batch_size: int = 4
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    # Held-out qa.jsonl directory to score with greedy answers at the end (EM, BLEU, CIDEr, …).
+    eval_data: str | None = None
+    eval_items: int = 200
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2):
+            raise ValueError(f"StageConfig.stage must be 1 or 2, got {self.stage}")
+        if self.kinds is None:
+            self.kinds = ["caption"] if self.stage == 1 else None
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"StageConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"StageConfig.lr must be > 0, got {self.lr}")
+
+
+def collate(batch: list[tuple]) -> tuple[list, list[str], list[str]]:
+    clouds, questions, answers = zip(*batch)
+    return list(clouds), list(questions), list(answers)
+
+
+def evaluate(model: ThreeDMoELLM, data: str | Path, items: int, max_new_tokens: int = 48) -> dict[str, float]:
+    """Greedy answers on the first `items` questions of a qa.jsonl, scored with eval.qa_metrics."""
+    from tqdm import tqdm
+
+    from threedmoe_ros.eval.qa_metrics import qa_metrics
+
+    ds = QADataset(data)
+    n = min(items, len(ds))
+    preds, refs = [], []
+    model.eval()
+    for i in tqdm(range(n), desc="eval", unit="q"):
+        cloud, question, answer = ds[i]
+        preds.append(model.answer(cloud, question, max_new_tokens))
+        refs.append([answer])
+    return qa_metrics(preds, refs)
+
+
+def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    model = ThreeDMoELLM.from_pretrained(cfg.init) if cfg.init else ThreeDMoELLM(MMLLMConfig(**cfg.model))
+    model.to(cfg.device)
+    model.configure_stage(cfg.stage)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    dataset = QADataset(cfg.data, kinds=cfg.kinds)
+    if len(dataset) == 0:
+        raise ValueError(f"{cfg.data} has no items of kinds {cfg.kinds}")
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    total = cfg.max_steps or cfg.epochs * len(loader)
+
+    def lr_at(step: int) -> float:  # linear warm-up, then cosine to 10 %
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+    step, t0 = 0, time.perf_counter()
+    bar = tqdm(total=total, desc=f"stage {cfg.stage}", unit="step", disable=not progress, dynamic_ncols=True)
+    with open(out / "metrics.csv", "w", newline="") as f:
+        log = csv.writer(f)
+        log.writerow(["step", "loss", "lm_loss", "aux_loss", "lr", "seconds"])
+        model.train()
+        while step < total:
+            for clouds, questions, answers in loader:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step)
+                loss, info = model.loss(clouds, questions, answers)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                if step % cfg.log_every == 0 or step == total:
+                    log.writerow([step, loss.item(), info["lm_loss"], info["aux_loss"], lr_at(step - 1),
+                                  round(time.perf_counter() - t0, 1)])
+                    f.flush()
+                if step >= total:
+                    break
+    bar.close()
+    model.save_pretrained(out / "checkpoint")
+    if cfg.eval_data:
+        metrics = evaluate(model, cfg.eval_data, cfg.eval_items)
+        (out / "eval.json").write_text(json.dumps(metrics, indent=2))
+        print(json.dumps(metrics, indent=2))
+    return model
+
+
+def parse_args(stage: int, argv: list[str] | None = None) -> StageConfig:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="directory with qa.jsonl (python -m threedmoe_ros.data.qa)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--init", help="ThreeDMoELLM checkpoint to start from")
+    ap.add_argument("--llm", default="smollm2-135m", help="LLM preset for a fresh model")
+    ap.add_argument("--llm-path", help="local directory of the llama-3.2-1b preset")
+    ap.add_argument("--moe", default="e4-top2", help="MoE preset (e4-top2, e2-top2) or 'dense'")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--max-steps", type=int)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--eval-data")
+    ap.add_argument("--eval-items", type=int, default=200)
+    a = ap.parse_args(argv)
+    model = {"llm": a.llm, "llm_path": a.llm_path, "moe": None if a.moe == "dense" else a.moe}
+    return StageConfig(out=a.out, data=a.data, stage=stage, model=model, init=a.init, epochs=a.epochs,
+                       max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, device=a.device,
+                       eval_data=a.eval_data, eval_items=a.eval_items)
+
+
+def main(argv: list[str] | None = None) -> int:
+    train(parse_args(1, argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,20 @@
+"""Stage II of 3D-MoE: instruction tuning on captions + QA with the MoE routers and LoRA trainable.
+
+    python -m threedmoe_ros.train.stage2 --data data_out/qa --out runs/stage2 --init runs/stage1/checkpoint
+
+The loop, options and outputs are Stage I's (train/stage1.py); only what is trained differs
+(ThreeDMoELLM.configure_stage(2): LoRA on attention and every expert, routers, the projection).
+"""
+
+from __future__ import annotations
+
+from threedmoe_ros.train.stage1 import parse_args, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    train(parse_args(2, argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
