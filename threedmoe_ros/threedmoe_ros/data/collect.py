@@ -14,6 +14,8 @@ Stamps are simulated time. The oracle runs closed loop: it executes one step, ob
 
 Seeds: episode i of a split uses seed SPLIT_SEEDS[split] + i (train 0.., val 1 000 000.., test
 2 000 000..), so splits never share a scene as long as a split has fewer than 1 000 000 episodes.
+Colours come from the training split unless --unseen-colors (CLIPort's held-out colours, for
+the unseen-colour test set: `--split test --unseen-colors --out DIR_UNSEEN`).
 Existing complete bags are kept, so an interrupted collection resumes where it stopped.
 """
 

@@ -54,11 +54,6 @@ def wrap(angle: float, period: float) -> float:
     return (angle + period / 2) % period - period / 2
 
 
-def symmetry(obj: Object) -> float:
-    """Yaw period under which the object looks the same (cube: 90°, bowl/zone: any, here 2π/∞ → 0)."""
-    return math.pi / 2 if obj.kind == "block" else 0.0
-
-
 def footprint(obj: Object, pose: Pose2, n: int = 5) -> np.ndarray:
     """(n*n, 2) points spread over the block's bottom face."""
     s = (np.arange(n) + 0.5) / n - 0.5

@@ -13,7 +13,6 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 
 from threedmoe_ros.sim import assets
 from threedmoe_ros.sim.assets import Object
