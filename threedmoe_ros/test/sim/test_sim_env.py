@@ -201,3 +201,18 @@ def test_any_plan_with_a_non_finite_or_far_away_value_is_rejected(zone_env, step
     k, j, i = data.draw(st.integers(0, steps - 1)), data.draw(st.integers(0, 1)), data.draw(st.integers(0, 2))
     plan[k, j, i] = data.draw(bad_value)
     assert zone_env.validate(plan)
+
+
+def test_a_seed_means_the_same_episode_in_another_process():
+    # Data collection runs seeds in worker processes; their episodes must match this process's.
+    import subprocess
+    import sys
+
+    code = ("from threedmoe_ros.sim.env import EnvConfig, TabletopEnv;"
+            "env = TabletopEnv(EnvConfig(task='put-hidden-block-in-matching-bowl', observe=False));"
+            "env.reset(5); print(env.instruction); print(env.oracle_plan().tobytes().hex())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    with TabletopEnv(EnvConfig(task="put-hidden-block-in-matching-bowl", observe=False)) as env:
+        env.reset(5)
+        assert out[0] == env.instruction
+        assert out[1] == env.oracle_plan().tobytes().hex()

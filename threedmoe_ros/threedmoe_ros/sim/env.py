@@ -8,7 +8,8 @@
             break
     env.outcome()  # EpisodeOutcome
 
-step(plan) runs every step of `plan` (T, 2, 7) in order — pass plan[:k] to run only k. A plan is
+step(plan) runs every step of `plan` (T, 2, 7) in order — pass plan[:k] to run only k; it stops
+early when the task succeeds, a step fails or the step limit is reached. A plan is
 checked as a whole before anything moves: NaN, poses outside the workspace, tilted beyond what a
 suction tool can use, or out of the arm's reach reject the plan with reason "invalid_plan" in
 `info`; nothing is executed and the episode goes on. An episode ends (terminated) on success, on a
