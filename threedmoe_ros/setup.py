@@ -18,6 +18,9 @@ NODES = {
 CLIS = {
     "threedmoe-selfcheck": "threedmoe_ros.selfcheck:main",
     "threedmoe-bringup": "threedmoe_ros.bringup:main",
+    "threedmoe-demo": "threedmoe_ros.demo:main",
+    "threedmoe-collect": "threedmoe_ros.data.collect:main",
+    "threedmoe-render": "threedmoe_ros.sim.render:main",
 }
 
 setup(
