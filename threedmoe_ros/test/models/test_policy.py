@@ -188,7 +188,8 @@ def test_light_encoder_tokens_objects_and_words(scene):
     assert torch.isfinite(tokens).all()
     # Colour is in the object features; colour words get their own stable buckets.
     feats = object_features(scene, enc.config)
-    assert feats.shape == (n_objects, 10) and np.ptp(feats[:, 6:9], axis=0).max() > 0.3
+    assert feats.shape == (n_objects, 12) and np.ptp(feats[:, 6:9], axis=0).max() > 0.3
+    assert np.abs(feats[:, 10:]).max() <= 1 + 1e-6
     assert tokenize("Red BLOCK", 2048, 32) == tokenize("red block", 2048, 32)
     assert tokenize("red", 2048, 32) != tokenize("green", 2048, 32)
 
@@ -199,3 +200,21 @@ def test_light_encoder_without_labels_uses_grid_cells(scene):
     tokens, mask = enc([unlabelled, Cloud(np.zeros((0, 3)))], ["pick", ""])
     assert 0 < mask[0].sum() <= 64 + 1 and mask[1].any()
     assert torch.isfinite(tokens).all()
+
+
+def test_orientation_feature_turns_with_four_times_the_yaw():
+    """A square turned by θ and by θ + 90° gives the same feature; by −θ, a different one."""
+    rng = np.random.default_rng(0)
+    local = rng.uniform(-0.02, 0.02, (400, 2))
+
+    def square(theta):
+        c, s = np.cos(theta), np.sin(theta)
+        xy = local @ np.array([[c, s], [-s, c]]) + [0.5, 0.0]
+        return Cloud(np.c_[xy, np.full(400, 0.02)], label=np.ones(400))
+
+    cfg = LightEncoderConfig()
+    f = lambda theta: object_features(square(theta), cfg)[0, 10:]  # noqa: E731
+    assert np.allclose(f(0.3), f(0.3 + np.pi / 2), atol=1e-6)
+    assert np.linalg.norm(f(0.3) - f(-0.3)) > 0.1
+    angle = lambda v: np.arctan2(v[1], v[0])  # noqa: E731
+    assert abs(angle(f(0.2)) - angle(f(0.0)) - 0.8) < 0.15  # phase moves by 4θ

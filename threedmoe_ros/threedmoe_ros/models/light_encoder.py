@@ -26,7 +26,7 @@ from threedmoe_ros.models.condition import ConditionEncoder
 from threedmoe_ros.types import Cloud
 
 _WORD = re.compile(r"[a-z0-9]+")
-N_OBJECT_FEATURES = 10  # centroid 3, extent 3, mean rgb 3, log count 1
+N_OBJECT_FEATURES = 12  # centroid 3, extent 3, mean rgb 3, log count 1, 4-fold orientation 2
 
 
 @dataclass
@@ -67,7 +67,7 @@ def tokenize(instruction: str, vocab_size: int, max_words: int) -> list[int]:
 
 
 def object_features(cloud: Cloud, cfg: LightEncoderConfig) -> np.ndarray:
-    """(N, 3) cloud → (M, 10) object features, M <= max_objects (M may be 0)."""
+    """(N, 3) cloud → (M, 12) object features, M <= max_objects (M may be 0)."""
     xyz = cloud.xyz.astype(np.float64)
     if len(xyz) == 0:
         return np.zeros((0, N_OBJECT_FEATURES), np.float32)
@@ -91,9 +91,13 @@ def object_features(cloud: Cloud, cfg: LightEncoderConfig) -> np.ndarray:
     hi = np.full((len(uniq), 3), -np.inf)
     np.minimum.at(lo, inv, xyz)
     np.maximum.at(hi, inv, xyz)
+    z = (xyz[:, 0] - mean_xyz[inv, 0]) + 1j * (xyz[:, 1] - mean_xyz[inv, 1])
+    z4 = z**4
+    r4 = np.bincount(inv, np.abs(z4)) + 1e-12
+    orientation = np.stack([np.bincount(inv, z4.real), np.bincount(inv, z4.imag)], 1) / r4[:, None]  # in [−1, 1]
     center, scale = np.asarray(cfg.center), np.asarray(cfg.scale)
     feats = np.concatenate(
-        [(mean_xyz - center) / scale, (hi - lo) / scale, mean_rgb * 2 - 1, np.log(count)[:, None] / 10], axis=1
+        [(mean_xyz - center) / scale, (hi - lo) / scale, mean_rgb * 2 - 1, np.log(count)[:, None] / 10, orientation], axis=1
     )
     order = np.argsort(-count, kind="stable")[: cfg.max_objects]
     return feats[np.sort(order)].astype(np.float32)

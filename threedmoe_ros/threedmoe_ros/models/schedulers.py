@@ -84,6 +84,8 @@ class RectifiedFlow:
     def sample(self, model: nn.Module, cond: torch.Tensor, mask: torch.Tensor | None = None, steps: int | None = None,
                generator: torch.Generator | None = None, horizon: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         steps = steps or self.num_inference_steps
+        # Times i/steps lie on the training grid when steps divides num_train_timesteps (1, 2, 4,
+        # 10, ...); other counts fall between grid points, which the smooth time embedding absorbs.
         x = _noise(model, cond, horizon, generator)  # t = 0
         ctx = model.context(cond, mask)
         dt = 1.0 / steps
