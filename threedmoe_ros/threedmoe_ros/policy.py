@@ -141,6 +141,8 @@ class Policy(nn.Module):
         self.scheduler = make_scheduler(config.scheduler, **config.scheduler_config)
         # Optional question answerer (the 3D-MoE LLM): a callable (cloud, question) -> str.
         self.answerer: Callable[[Cloud, str], str] | None = None
+        # What plans are stamped with (PickPlacePlan.model_id): the checkpoint directory once loaded.
+        self.model_id = "untrained"
         self._generator = torch.Generator().manual_seed(config.seed)
 
     @property
@@ -262,6 +264,7 @@ class Policy(nn.Module):
             policy.load_state_dict(state, strict=True)
         except RuntimeError as e:
             raise CheckpointError(f"{weights_file} does not match {config_file}: {e}") from None
+        policy.model_id = path.resolve().name
         return policy.to(map_location).eval()
 
     def num_parameters(self) -> dict[str, int]:

@@ -80,6 +80,7 @@ def test_save_load_gives_identical_plans(policy, scene, tmp_path):
     for steps in (1, 4):
         assert np.array_equal(policy.plan(scene, INSTRUCTION, steps, seed=5).poses, loaded.plan(scene, INSTRUCTION, steps, seed=5).poses)
     assert loaded.config == policy.config
+    assert loaded.model_id == "ckpt"
 
 
 def test_checkpoint_carries_the_workspace_statistics(policy, tmp_path):
