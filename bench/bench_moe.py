@@ -1,8 +1,10 @@
 """MoE layer speed and upcycled-model memory at Llama-3.2-1B shapes (DESIGN.md §7.2).
 
-Speed: one E=4 top-2 MoEFeedForward (grouped dispatch) vs the dense FFN it came from, and vs a naive
-loop that runs every expert over the full batch and masks. Grouped dispatch should cost about
-top_k × dense (target ≤ 1.15 × 2 × dense); the naive loop costs E × dense.
+Speed: one E=4 top-2 MoEFeedForward vs the dense FFN it came from, and vs a naive loop that runs
+every expert over the full batch and masks (E × dense). Grouped dispatch (independent experts)
+should cost about top_k × dense (target ≤ 1.15 × 2 × dense). Experts sharing one frozen base (the
+LoRA default) run the base matmuls once: about 1 × dense, plus the LoRA deltas (timed with the
+paper's r=128 on every expert projection).
 
 Memory: parameters of a Llama-3.2-1B-shaped model built on the meta device (shapes only, no
 weights), dense vs upcycled to E=4 with shared frozen experts vs with E independent copies, with
@@ -29,7 +31,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "threedmoe_ros"))
 
 from threedmoe_ros.models.llm import LORA_PRESETS, apply_lora  # noqa: E402
-from threedmoe_ros.models.moe import MoEFeedForward, count_parameters, upcycle_to_moe  # noqa: E402
+from threedmoe_ros.models.moe import FFN_PROJECTIONS, MoEFeedForward, count_parameters, upcycle_to_moe  # noqa: E402
 
 # Llama 3.2 1B (config.json of meta-llama/Llama-3.2-1B).
 LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -69,27 +71,46 @@ def bench_speed(tokens: int, repeats: int) -> dict:
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaMLP
 
+    from peft import LoraConfig, inject_adapter_in_model
+
     torch.manual_seed(0)
     dense = LlamaMLP(LlamaConfig(**LLAMA_1B)).eval()
-    moe = MoEFeedForward.from_dense(dense, num_experts=4, top_k=2).eval()
+    # All variants read the dense weights (shared, frozen): no extra memory per variant.
+    grouped = MoEFeedForward.from_dense(dense, num_experts=4, top_k=2).eval()
+    grouped.shared_dispatch = False  # what independent (fully fine-tuned) experts cost
+    shared = MoEFeedForward.from_dense(dense, num_experts=4, top_k=2).eval()
+    shared.router.load_state_dict(grouped.router.state_dict())
+    lora = copy.deepcopy(shared)  # deepcopy keeps the four experts on one weight
+    lora_cfg = LORA_PRESETS["llama-3.2-1b"]
+    inject_adapter_in_model(LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, target_modules=list(FFN_PROJECTIONS)), lora)
+    with torch.no_grad():  # trained-looking adapters (B starts at zero)
+        for n, p in lora.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.01)
     x = torch.randn(1, tokens, LLAMA_1B["hidden_size"])
     with torch.inference_mode():
         results = time_interleaved({
             "dense": lambda: dense(x),
-            "moe_grouped": lambda: moe(x),
-            "moe_naive_masked": lambda: naive_masked_moe(moe, x),
+            "moe_grouped": lambda: grouped(x),
+            "moe_shared": lambda: shared(x),
+            "moe_shared_lora_r128": lambda: lora(x),
+            "moe_naive_masked": lambda: naive_masked_moe(grouped, x),
         }, repeats)
-        same = (moe(x) - naive_masked_moe(moe, x)).abs().max().item()
+        same = (grouped(x) - naive_masked_moe(grouped, x)).abs().max().item()
+        same_shared = (shared(x) - grouped(x)).abs().max().item()
     d = results["dense"]["min_s"]
-    stats = moe.last_stats
+    stats = grouped.last_stats
     return {
         **results,
         "grouped_over_dense": results["moe_grouped"]["min_s"] / d,
         "grouped_over_2x_dense": results["moe_grouped"]["min_s"] / (2 * d),
+        "shared_over_dense": results["moe_shared"]["min_s"] / d,
+        "shared_lora_over_dense": results["moe_shared_lora_r128"]["min_s"] / d,
         "naive_over_dense": results["moe_naive_masked"]["min_s"] / d,
         "naive_over_grouped": results["moe_naive_masked"]["min_s"] / results["moe_grouped"]["min_s"],
         "target_grouped_over_2x_dense": 1.15,
         "grouped_vs_naive_max_abs_diff": same,
+        "shared_vs_grouped_max_abs_diff": same_shared,
         "expert_token_fraction": [round(f, 4) for f in stats.fraction.tolist()],
     }
 
@@ -146,6 +167,8 @@ def main() -> None:
     print(f"dense {s['dense']['min_s'] * 1e3:.0f} ms | grouped {s['moe_grouped']['min_s'] * 1e3:.0f} ms "
           f"({s['grouped_over_2x_dense']:.2f} × 2·dense, target ≤ 1.15) | naive {s['moe_naive_masked']['min_s'] * 1e3:.0f}"
           f" ms ({s['naive_over_grouped']:.2f} × grouped)")
+    print(f"shared base {s['moe_shared']['min_s'] * 1e3:.0f} ms ({s['shared_over_dense']:.2f} × dense) | "
+          f"shared + LoRA r=128 {s['moe_shared_lora_r128']['min_s'] * 1e3:.0f} ms ({s['shared_lora_over_dense']:.2f} × dense)")
     for name in ("moe_e4_shared", "moe_e4_copies", "moe_e4_shared_lora_r128"):
         print(f"{name}: {m[name]['params'] / 1e9:.3f} B params = {m[name]['over_dense']:.2f} × dense")
     print(f"wrote {args.out} in {result['wall_s']} s")

@@ -42,24 +42,56 @@ def test_upcycled_smollm2_equals_dense(preset):
     dense, tok = smollm2()
     cfg = MOE_PRESETS[preset]
     ids = tok(["Put the red block in the green bowl.", "Which object is left of the cup?"],
-              return_tensors="pt", padding=True)
-    moe = upcycle_to_moe(copy.deepcopy(dense), cfg.num_experts, cfg.top_k)
-    ref, out = _logits(dense, ids["input_ids"]), _logits(moe, ids["input_ids"])
+              return_tensors="pt", padding=True)["input_ids"]
+    moe = upcycle_to_moe(copy.deepcopy(dense), cfg.num_experts, cfg.top_k)  # shared frozen experts
+    ref, out = _logits(dense, ids), _logits(moe, ids)
     diff, scale = (out - ref).abs().max().item(), ref.abs().max().item()
-    print(f"smollm2-135m {preset} fp32: max |Δlogit| = {diff:.3g} (logit scale {scale:.3g})")
-    if cfg.top_k == cfg.num_experts:
-        # Every expert sees every row, so the arithmetic is the dense one exactly.
-        assert diff <= 1e-5
-        return
-    # With E > k each expert multiplies a subset of rows. MKL picks sgemm kernels by row count
-    # (thresholds near 16 and 64 rows at these shapes) and they round differently, ~1 ulp per layer,
-    # which 30 layers amplify to ~1e-4 on logits of size ~30: float noise, not a routing error.
-    # fp32 is held to a relative bound; fp64 shows the function itself is the dense one.
+    print(f"smollm2-135m {preset} fp32 shared dispatch: max |Δlogit| = {diff:.3g} (logit scale {scale:.3g})")
+    assert diff <= 1e-5
+
+    # The generic grouped dispatch (independent experts) multiplies row subsets. MKL picks sgemm
+    # kernels by row count (thresholds near 16 and 64 rows at these shapes) and they round
+    # differently, ~1 ulp per layer, which 30 layers amplify to ~1e-4 on logits of size ~30 when
+    # E > k: float noise, not a routing error. fp32 gets a relative bound; fp64 shows the function
+    # is the dense one.
+    for _, layer in moe_layers(moe):
+        layer.shared_dispatch = False
+    diff = (_logits(moe, ids) - ref).abs().max().item()
+    print(f"smollm2-135m {preset} fp32 grouped dispatch: max |Δlogit| = {diff:.3g}")
     assert diff <= 1e-5 * scale
-    moe64, dense64 = moe.double(), copy.deepcopy(dense).double()
-    diff64 = (_logits(moe64, ids["input_ids"]) - _logits(dense64, ids["input_ids"])).abs().max().item()
-    print(f"smollm2-135m {preset} fp64: max |Δlogit| = {diff64:.3g}")
+    diff64 = (_logits(moe.double(), ids) - _logits(copy.deepcopy(dense).double(), ids)).abs().max().item()
+    print(f"smollm2-135m {preset} fp64 grouped dispatch: max |Δlogit| = {diff64:.3g}")
     assert diff64 <= 1e-5
+
+
+def test_shared_dispatch_equals_grouped_dispatch_with_lora(tiny):
+    """The ~1×-dense path for shared experts computes the same function and gradients as running
+    every expert's full FFN, once LoRA makes the experts differ."""
+    model = apply_lora(upcycle_to_moe(copy.deepcopy(tiny[0]), 4, 2), LORA_PRESETS["tiny"])
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.05)
+    ids = torch.randint(0, len(tiny[1]), (2, 10), generator=torch.Generator().manual_seed(0))
+    results = []
+    for shared in (True, False):
+        for _, layer in moe_layers(model):
+            layer.shared_dispatch = shared
+        model.zero_grad()
+        out = model(ids, labels=ids)
+        (out.loss + moe_aux_loss(model)).backward()
+        results.append((out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+    (la, ga), (lb, gb) = results
+    assert torch.allclose(la, lb, atol=1e-5)
+    for n in ga:
+        assert torch.allclose(ga[n], gb[n], atol=1e-6, rtol=1e-4), n
+    # It is really taken only when the experts share a frozen base.
+    from threedmoe_ros.models.moe import _shared_base
+
+    _, layer = next(moe_layers(model))
+    assert _shared_base(layer.experts) is not None
+    unshared = upcycle_to_moe(copy.deepcopy(tiny[0]), 4, 2, share_frozen_experts=False)
+    assert _shared_base(next(moe_layers(unshared))[1].experts) is None
 
 
 def test_balance_loss_hand_computed():

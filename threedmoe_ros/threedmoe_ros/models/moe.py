@@ -127,9 +127,12 @@ class MoEFeedForward(nn.Module):
     """Top-k routed mixture of SwiGLU experts, a drop-in replacement for a decoder layer's `mlp`.
 
     Dispatch is dropless and grouped: token→expert assignments are sorted by expert, and each expert
-    runs one matmul chain over exactly its tokens (index_select in, index_copy back to token order).
-    Work is top_k × dense, never E × dense. With top_k=1 the renormalised weight is 1, so the router
-    learns only from the balance loss; the presets use top-2.
+    runs over exactly its tokens (index_select in, index_copy back to token order), never a masked
+    pass over the whole batch. Independent experts cost top_k × dense. Experts sharing one frozen
+    base (the LoRA default) cost about one dense FFN plus their LoRA deltas, because the base
+    matmuls are the same for every expert and run once (see _dispatch_shared).
+    With top_k=1 the renormalised weight is 1, so the router learns only from the balance loss;
+    the presets use top-2.
     """
 
     def __init__(self, experts: Sequence[Expert], router: nn.Linear, top_k: int) -> None:
@@ -144,6 +147,9 @@ class MoEFeedForward(nn.Module):
         # Optional (B, T) bool mask of real tokens, set by the caller for padded batches so padding
         # neither counts in the balance loss nor in the statistics. Routing itself ignores it.
         self.token_mask: torch.Tensor | None = None
+        # Use the shared-base dispatch when the experts share their frozen weights (see
+        # _dispatch_shared); False forces the generic grouped dispatch (benchmarks, tests).
+        self.shared_dispatch = True
 
     @classmethod
     def from_dense(cls, mlp: nn.Module, num_experts: int, top_k: int, share_frozen_experts: bool = True,
@@ -181,25 +187,66 @@ class MoEFeedForward(nn.Module):
         order = torch.argsort(flat_expert, stable=True)
         rows_sorted = order // self.top_k  # (N·k,) token row of each sorted assignment
         counts = torch.bincount(flat_expert, minlength=self.num_experts).tolist()
-        y_sorted = x.new_empty(flat_expert.shape[0], shape[-1])  # (N·k, D)
+        w = top_w.to(x.dtype)  # (N, k)
+        if self.shared_dispatch and (shared := _shared_base(self.experts)) is not None:
+            out = self._dispatch_shared(x, shared, order, rows_sorted, counts, w)
+        else:
+            out = self._dispatch_grouped(x, order, rows_sorted, counts, w)
+        self._record(probs, top_i, shape[:-1])
+        return out.reshape(shape)
+
+    def _dispatch_grouped(self, x, order, rows_sorted, counts, w) -> torch.Tensor:
+        """Each expert runs its whole FFN on its rows: top_k × dense work. For independent experts."""
+        y_sorted = x.new_empty(rows_sorted.shape[0], x.shape[-1])  # (N·k, D)
         start = 0
         for expert, count in zip(self.experts, counts):
             if count:
                 rows = rows_sorted[start : start + count]  # (n_e,)
                 y_sorted[start : start + count] = expert(x.index_select(0, rows))  # (n_e, D)
             start += count
-        y = torch.empty_like(y_sorted).index_copy_(0, order, y_sorted).view(-1, self.top_k, shape[-1])  # (N, k, D)
+        y = torch.empty_like(y_sorted).index_copy_(0, order, y_sorted).view(-1, self.top_k, x.shape[-1])  # (N, k, D)
+        return _mix(y, w)
 
-        # Σ_j w_j·y_j written as y_0 + Σ_{j≥1} w_j·(y_j − y_0): the same function (the renormalised
-        # weights sum to one), but exact when the experts agree, so the upcycled model reproduces the
-        # dense logits bit for bit instead of drifting by float rounding through every layer.
-        w = top_w.to(x.dtype)  # (N, k)
-        out = y[:, 0]
-        for j in range(1, self.top_k):
-            out = out + w[:, j, None] * (y[:, j] - y[:, 0])
+    def _dispatch_shared(self, x, base: tuple[nn.Linear, nn.Linear, nn.Linear], order, rows_sorted, counts, w):
+        """Experts that share frozen base weights and differ by LoRA deltas: ~1 × dense work + LoRA.
 
-        self._record(probs, top_i, shape[:-1])
-        return out.reshape(shape)
+        With W shared, gate/up pre-activations W_g·x and W_u·x are the same for every expert, so they
+        are computed once for all N tokens; only the low-rank deltas run per expert. The down
+        projection is linear, so Σ_j w_j·W_d·h_j = W_d·(Σ_j w_j·h_j): the hidden states are mixed
+        first and W_d runs once, plus each expert's low-rank down delta on its rows.
+        Every full-size matmul sees the same N rows as the dense FFN, so at conversion (LoRA B = 0)
+        the result is the dense one bit for bit.
+        """
+        base_gate, base_up, base_down = base
+        act = self.experts[0].act_fn
+        g0, u0 = base_gate(x), base_up(x)  # (N, I) each
+        h_sorted = x.new_empty(rows_sorted.shape[0], g0.shape[-1])  # (N·k, I)
+        d_sorted: torch.Tensor | None = None  # (N·k, D) low-rank down deltas, if any expert has one
+        start = 0
+        for expert, count in zip(self.experts, counts):
+            if count:
+                seg = slice(start, start + count)
+                rows = rows_sorted[seg]
+                xe = x.index_select(0, rows)  # (n_e, D)
+                g, u = g0.index_select(0, rows), u0.index_select(0, rows)
+                if (dg := _lora_delta(expert.gate_proj, xe)) is not None:
+                    g = g + dg
+                if (du := _lora_delta(expert.up_proj, xe)) is not None:
+                    u = u + du
+                h = act(g) * u  # (n_e, I)
+                h_sorted[seg] = h
+                if (dd := _lora_delta(expert.down_proj, h)) is not None:
+                    if d_sorted is None:
+                        d_sorted = x.new_zeros(rows_sorted.shape[0], x.shape[-1])
+                    d_sorted[seg] = dd
+            start += count
+        n, k = w.shape
+        h = torch.empty_like(h_sorted).index_copy_(0, order, h_sorted).view(n, k, -1)  # (N, k, I)
+        out = base_down(_mix(h, w))  # (N, D)
+        if d_sorted is not None:
+            d = torch.empty_like(d_sorted).index_copy_(0, order, d_sorted).view(n, k, -1)  # (N, k, D)
+            out = out + (w[..., None] * d).sum(1)
+        return out
 
     def _record(self, probs: torch.Tensor, top_i: torch.Tensor, lead_shape: torch.Size) -> None:
         mask = self.token_mask
@@ -219,6 +266,62 @@ class MoEFeedForward(nn.Module):
                 entropy=float(entropy),
                 num_tokens=int(probs.shape[0]),
             )
+
+
+def _mix(y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Σ_j w_j·y_j over the k slots, y (N, k, C), w (N, k) → (N, C).
+
+    Written as y_0 + Σ_{j≥1} w_j·(y_j − y_0): the same function (the renormalised weights sum to one),
+    but exact when the experts agree, so the upcycled model reproduces the dense logits bit for bit
+    instead of drifting by float rounding through every layer.
+    """
+    out = y[:, 0]
+    for j in range(1, y.shape[1]):
+        out = out + w[:, j, None] * (y[:, j] - y[:, 0])
+    return out
+
+
+def _base_linear(lin: nn.Module) -> nn.Module:
+    return getattr(lin, "base_layer", lin)  # under peft the frozen nn.Linear is `base_layer`
+
+
+def _lora_usable(lin: nn.Module) -> bool:
+    """A plain nn.Linear, or a peft LoRA Linear in the plain state (unmerged, no DoRA/variants)."""
+    if not hasattr(lin, "lora_A"):
+        return isinstance(lin, nn.Linear)
+    if getattr(lin, "merged", False) or getattr(lin, "disable_adapters", False):
+        return False
+    for name in lin.active_adapters:
+        if getattr(lin, "use_dora", {}).get(name, False) or name in getattr(lin, "lora_variant", {}):
+            return False
+    return True
+
+
+def _lora_delta(lin: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """The LoRA update Σ_adapters s·B(A(dropout(x))) of a peft Linear; None for a plain Linear."""
+    if not hasattr(lin, "lora_A"):
+        return None
+    out = None
+    for name in lin.active_adapters:
+        if name not in lin.lora_A:
+            continue
+        a, b = lin.lora_A[name], lin.lora_B[name]
+        d = b(a(lin.lora_dropout[name](x.to(a.weight.dtype)))) * lin.scaling[name]
+        out = d if out is None else out + d
+    return None if out is None else out.to(x.dtype)
+
+
+def _shared_base(experts: Sequence[nn.Module]) -> tuple[nn.Linear, nn.Linear, nn.Linear] | None:
+    """The (gate, up, down) base Linears if every expert uses the very same frozen weights, else None."""
+    first = tuple(_base_linear(getattr(experts[0], p)) for p in FFN_PROJECTIONS)
+    if any(lin.weight.requires_grad for lin in first):
+        return None  # trainable base weights: the experts must be independent copies
+    for expert in experts:
+        for p, ref in zip(FFN_PROJECTIONS, first):
+            lin = getattr(expert, p)
+            if not _lora_usable(lin) or _base_linear(lin).weight is not ref.weight or _base_linear(lin).bias is not ref.bias:
+                return None
+    return first
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
