@@ -251,7 +251,8 @@ class ThreeDMoELLM(ConditionEncoder):
         LM is not copied: it is rebuilt from its preset, so a checkpoint is megabytes, not gigabytes.
         merge=True: LoRA folded into the weights (experts first given their own copies, since a shared
         base would receive every expert's delta) and the whole LM written to llm/ with its tokenizer;
-        it loads without peft and runs faster, but is E× larger in the FFNs.
+        it loads without peft (for export to other tools), but is E× larger in the FFNs and slower:
+        independent experts cannot share the base matmuls (bench/bench_mm_llm.py).
         """
         from safetensors.torch import save_file, save_model
 
