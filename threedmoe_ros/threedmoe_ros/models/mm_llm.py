@@ -61,6 +61,9 @@ class MMLLMConfig:
     point_encoder: PointEncoderConfig fields; out_dim is set to the LLM's hidden size.
     condition: "final_token" (paper) or "all_hidden".
     system_prompt: the chat system message.
+    dtype: the LLM's weights, "float32" (CPU) or "bfloat16" (GPU); the 3D encoder stays float32
+        and its tokens are cast into the LLM's dtype.
+    seed: initialises routers, LoRA and the 3D encoder (and the random `tiny` LLM).
     """
 
     llm: str = "smollm2-135m"
@@ -71,9 +74,12 @@ class MMLLMConfig:
     point_encoder: PointEncoderConfig = field(default_factory=PointEncoderConfig)
     condition: str = "final_token"
     system_prompt: str = DEFAULT_SYSTEM
+    dtype: str = "float32"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"MMLLMConfig.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if isinstance(self.point_encoder, dict):
             self.point_encoder = PointEncoderConfig(**self.point_encoder)
         if self.llm not in PRESETS:
@@ -99,7 +105,7 @@ class ThreeDMoELLM(ConditionEncoder):
         super().__init__()
         self.config = cfg = config or MMLLMConfig()
         if llm is None:
-            llm, tokenizer = load_llm(cfg.llm, cfg.llm_path, seed=cfg.seed)
+            llm, tokenizer = load_llm(cfg.llm, cfg.llm_path, dtype=getattr(torch, cfg.dtype), seed=cfg.seed)
         if tokenizer.chat_template is None:
             tokenizer.chat_template = CHATML_TEMPLATE
         # Routers, LoRA matrices and the 3D encoder are initialised from cfg.seed, so the same config
@@ -187,6 +193,7 @@ class ThreeDMoELLM(ConditionEncoder):
                                      position_ids=inputs["position_ids"]).last_hidden_state  # (B, L, D)
         finally:
             set_token_mask(self.llm, None)
+        hidden = hidden.float()  # the head runs in float32 whatever the LLM's dtype
         if self.config.condition == "final_token":
             # Left padding: the last position is every sample's final prompt token.
             return hidden[:, -1:], torch.ones(hidden.shape[0], 1, dtype=torch.bool, device=hidden.device)
