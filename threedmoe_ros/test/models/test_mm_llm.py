@@ -145,3 +145,16 @@ def test_checkpoint_round_trip(tmp_path, scenes, merge):
 def test_missing_checkpoint_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         ThreeDMoELLM.from_pretrained(tmp_path)
+
+
+def test_drives_the_policy_facade(scenes):
+    """The 3D-MoE LLM is a drop-in condition encoder for the Pose-DiT policy."""
+    from threedmoe_ros.models.pose_dit import PoseDiTConfig
+    from threedmoe_ros.policy import Policy, PolicyConfig
+
+    encoder = tiny_model()
+    policy = Policy(PolicyConfig(head=PoseDiTConfig(cond_dim=encoder.cond_dim)), encoder=encoder)
+    policy.answerer = encoder.answer
+    result = policy.plan(scenes[0], "put the red block on the blue block", seed=0)
+    assert result.poses.ndim == 3 and result.poses.shape[1:] == (2, 7)
+    assert isinstance(policy.answer(scenes[0], "how many blocks?"), str)

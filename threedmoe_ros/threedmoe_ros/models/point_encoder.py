@@ -337,6 +337,9 @@ def segment_objects(xyz: np.ndarray, plane_distance: float = 0.01, eps: float = 
     RANSAC finds the dominant plane; if it is roughly horizontal it is the table, and only points
     more than `plane_distance` above it are kept (this also drops the floor and table legs). DBSCAN
     clusters what is left; noise (label −1) is dropped. Returns [] when open3d is missing.
+    Anything flat on the table (the simulator's zones, a sheet of paper) goes with the table: an
+    object must rise more than `plane_distance` above it. On simulator clouds without labels this
+    finds every block and bowl and no zone.
     """
     try:
         import open3d as o3d
