@@ -228,3 +228,45 @@ def test_routing_tally_weights_by_tokens_and_plots(tiny, tmp_path):
     assert stats[0].fraction.sum().item() == pytest.approx(1.0)
     png = plot_routing(stats, tmp_path / "routing.png")
     assert png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_other_llama_family_models_upcycle_exactly(family):
+    import transformers
+
+    cls_cfg, cls_lm = {"qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "mistral": ("MistralConfig", "MistralForCausalLM")}[family]
+    config = getattr(transformers, cls_cfg)(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    torch.manual_seed(0)
+    dense = getattr(transformers, cls_lm)(config).eval()
+    ids = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(0))
+    moe = upcycle_to_moe(copy.deepcopy(dense), 4, 2)
+    assert (_logits(moe, ids) - _logits(dense, ids)).abs().max().item() <= 1e-5
+    peft_model = apply_lora(moe, LORA_PRESETS["tiny"])
+    assert any("experts.3.down_proj.lora_A" in n for n, _ in peft_model.named_parameters())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dispatch_matches_reference_for_random_shapes(seed):
+    """Grouped and shared dispatch equal a per-token reference for any E, k and token count."""
+    g = torch.Generator().manual_seed(seed)
+    e = int(torch.randint(1, 6, (1,), generator=g))
+    k = int(torch.randint(1, e + 1, (1,), generator=g))
+    n = int(torch.randint(1, 40, (1,), generator=g))
+    torch.manual_seed(seed)
+    dense = torch.nn.Module()
+    dense.gate_proj, dense.up_proj, dense.down_proj = (torch.nn.Linear(8, 16), torch.nn.Linear(8, 16),
+                                                       torch.nn.Linear(16, 8))  # with biases
+    dense.act_fn = torch.nn.SiLU()
+    shared = MoEFeedForward.from_dense(dense, e, k)
+    x = torch.randn(1, n, 8)
+    flat = x[0]
+    probs = torch.softmax(shared.router(flat), -1)
+    w, idx = probs.topk(k, -1)
+    w = w / w.sum(-1, keepdim=True)
+    ffn = shared.experts[0]
+    ref = torch.stack([sum(w[t, j] * ffn(flat[t : t + 1])[0] for j in range(k)) for t in range(n)])
+    out_shared = shared(x)[0]
+    shared.shared_dispatch = False
+    out_grouped = shared(x)[0]
+    assert torch.allclose(out_shared, ref, atol=1e-5) and torch.allclose(out_grouped, ref, atol=1e-5)
