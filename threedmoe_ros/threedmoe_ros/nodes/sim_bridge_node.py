@@ -21,7 +21,7 @@ import rclpy
 from rclpy.action import ActionClient
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState, PointCloud2
 from std_msgs.msg import String
@@ -63,6 +63,7 @@ class SimBridgeNode(Node):
         self.declare_parameter("colors", ["unseen"], _doc("colour splits to run: seen, unseen"))
         self.declare_parameter("steps_per_plan", 1, _doc("steps of each plan executed before re-planning (0 = all)"))
         self.declare_parameter("plan_timeout_s", 30.0, _doc("wall-clock wait for a plan before the episode ends with 'timeout'"))
+        self.declare_parameter("resend_s", 5.0, _doc("send the cloud again when no plan answered it within this time"))
         self.declare_parameter("camera_width", 320, _doc("camera image width, pixels"))
         self.declare_parameter("camera_height", 240, _doc("camera image height, pixels"))
         self.declare_parameter("frame_id", "world", _doc("frame of clouds and plans"))
@@ -70,14 +71,16 @@ class SimBridgeNode(Node):
         self.declare_parameter("wait_for_subscribers", ["points"], _doc("topics that must have a subscriber before starting"))
         self.declare_parameter("exit_when_done", True, _doc("shut down after the last episode"))
         p = {n: self.get_parameter(n).value for n in (
-            "mode", "tasks", "seed_start", "episodes", "colors", "steps_per_plan", "plan_timeout_s", "camera_width",
+            "mode", "tasks", "seed_start", "episodes", "colors", "steps_per_plan", "plan_timeout_s", "resend_s", "camera_width",
             "camera_height", "frame_id", "start_delay_s", "wait_for_subscribers", "exit_when_done")}
         if p["mode"] not in MODES:
             raise ValueError(f"parameter mode={p['mode']!r} is not one of {MODES}")
         self.params = p
         self.episodes = episode_list(list(p["tasks"]), p["seed_start"], p["episodes"], list(p["colors"]))
 
-        self.points_pub = self.create_publisher(PointCloud2, "points", qos_profile_sensor_data)
+        # Reliable, depth 1: matches best-effort (sensor-data) subscribers too, and a ~0.6 MB fused
+        # cloud sent best effort over UDP is often lost whole when the machine is busy.
+        self.points_pub = self.create_publisher(PointCloud2, "points", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
         self.joints_pub = self.create_publisher(JointState, "joint_states", 100)
         self.result_pub = self.create_publisher(EpisodeResult, "episode_result", RESULTS)
@@ -103,11 +106,16 @@ class SimBridgeNode(Node):
                 self._plan = msg
                 self._plan_cv.notify_all()
 
-    def _wait_plan(self, stamp: int) -> PickPlacePlan | None:
+    def _wait_plan(self, cloud_msg: PointCloud2) -> PickPlacePlan | None:
+        """The plan answering this cloud; the cloud is sent again every `resend_s` in case it was lost."""
+        deadline = time.monotonic() + self.params["plan_timeout_s"]
         with self._plan_cv:
-            ok = self._plan_cv.wait_for(lambda: self._plan is not None or not rclpy.ok(), timeout=self.params["plan_timeout_s"])
+            while rclpy.ok() and time.monotonic() < deadline:
+                if self._plan_cv.wait_for(lambda: self._plan is not None, timeout=self.params["resend_s"]):
+                    break
+                self.points_pub.publish(cloud_msg)
             plan, self._plan, self._waiting_stamp = self._plan, None, None
-            return plan if ok else None
+            return plan
 
     # ------------------------------------------------------------------ episodes
 
@@ -149,8 +157,8 @@ class SimBridgeNode(Node):
         cameras = default_cameras(self.params["camera_width"], self.params["camera_height"])
         return TabletopEnv(EnvConfig(task=spec.task, unseen_colors=spec.unseen_colors, cameras=cameras))
 
-    def _publish_state(self, env, obs: dict, info: dict) -> int:
-        """Joint states since the last observation, the clock, then the cloud; returns the cloud's stamp."""
+    def _publish_state(self, env, obs: dict, info: dict) -> PointCloud2:
+        """Joint states since the last observation, the clock, then the cloud (returned)."""
         times, positions = info["joint_trajectory"]
         names = info["joint_names"]
         for t, q in zip(times, positions):
@@ -161,8 +169,9 @@ class SimBridgeNode(Node):
         stamp = env.sim_time_ns
         with self._plan_cv:
             self._plan, self._waiting_stamp = None, stamp
-        self.points_pub.publish(conv.cloud_to_msg(cloud, stamp))
-        return stamp
+        msg = conv.cloud_to_msg(cloud, stamp)
+        self.points_pub.publish(msg)
+        return msg
 
     def _episode(self, env, spec: EpisodeSpec) -> EpisodeOutcome:
         obs, info = env.reset(spec.seed)
@@ -175,12 +184,13 @@ class SimBridgeNode(Node):
         k = self.params["steps_per_plan"]
         try:
             while rclpy.ok():
-                stamp = self._publish_state(env, obs, info)
+                cloud_msg = self._publish_state(env, obs, info)
+                stamp = conv.stamp_ns(cloud_msg.header)
                 if self.params["mode"] == "oracle":
                     poses = env.oracle_plan()
                     self.plan_pub.publish(conv.plan_to_msg(poses, obs["instruction"], stamp, 0.0, "oracle", self.params["frame_id"]))
                 else:
-                    msg = self._wait_plan(stamp)
+                    msg = self._wait_plan(cloud_msg)
                     if msg is None:
                         return self._end(env, "timeout", f"no plan within {self.params['plan_timeout_s']:.0f} s of wall time")
                     poses = conv.plan_from_msg(msg)
