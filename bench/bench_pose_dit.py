@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             param.add_(torch.randn_like(param) * 0.02)
     cloud, instruction, _ = SyntheticPickPlace(1, seed=0, points_per_object=args.points_per_object)[0]
 
+    load_start = os.getloadavg()[0]
     results = {}
     for name, (scheduler, steps) in VARIANTS.items():
         policy.scheduler = scheduler
@@ -141,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "pose_dit_latency",
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpu": cpu_name(), "torch": torch.__version__, "threads": args.threads, "python": platform.python_version()},
+        "machine": {
+            "cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__, "threads": args.threads,
+            "python": platform.python_version(),
+            # Other work on the machine inflates every figure alike; the ratios survive it better.
+            "load_avg_1m": {"start": load_start, "end": os.getloadavg()[0]},
+        },
         "setup": {
             "batch": 1, "horizon": args.horizon, "hidden_size": config.head.hidden_size, "depth": config.head.depth,
             "num_heads": config.head.num_heads, "encoder": config.encoder, "cloud_points": len(cloud),
@@ -156,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plot:
         plot(results, args.out / "pose_dit_latency.png")
 
-    print(f"\nPose-DiT plan latency, batch 1, T={args.horizon}, {args.threads} thread(s), {cpu_name()}")
+    print(f"\nPose-DiT plan latency, batch 1, T={args.horizon}, {args.threads} thread(s), {cpu_name()}, "
+          f"load average {load_start:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'variant':10s}{'calls':>6s}{'head p50':>10s}{'head p99':>10s}{'enc p50':>9s}{'total p50':>11s}{'vs rf-4':>9s}")
     for name, r in results.items():
         print(

@@ -9,7 +9,7 @@ Instruction → one token per word: lower-cased words hashed (crc32, stable acro
 maps paraphrases' unseen words somewhere instead of failing.
 A small Transformer encoder then runs over [object tokens | word tokens], so "red" can bind to the
 object whose colour token is red before the head ever sees them; the head cross-attends to all of
-them. Costs about a millisecond on a CPU.
+them. Costs a few milliseconds on one CPU core (bench/bench_pose_dit.py reports it).
 """
 
 from __future__ import annotations
