@@ -72,14 +72,15 @@ def test_ctrl_c_leaves_a_readable_partial_bag(start_node, tmp_path):
 
     out = tmp_path / "interrupted"
     recorder = start_node("recorder_node", {"output_dir": str(out)}, "recorder")
+    # Policy mode with no policy: the episode starts (instruction, first cloud) and never ends.
     start_node("sim_bridge_node", {
-        "mode": "oracle", "tasks": ["stack-blocks"], "colors": ["seen"], "seed_start": 1, "episodes": 1,
-        "camera_width": 96, "camera_height": 72, "wait_for_subscribers": ["points", "pick_place_plan"],
+        "mode": "policy", "tasks": ["stack-blocks"], "colors": ["seen"], "seed_start": 1, "episodes": 1,
+        "camera_width": 96, "camera_height": 72, "wait_for_subscribers": ["points"],
     }, "sim_bridge")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(out.glob("partial/*/*.mcap")):
         time.sleep(0.2)
-    time.sleep(1.0)  # some messages in, episode not finished
+    time.sleep(1.0)
     assert recorder.stop() == 0, recorder.log
     partial = [p for p in (out / "partial").iterdir()]
     assert partial, recorder.log

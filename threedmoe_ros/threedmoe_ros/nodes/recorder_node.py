@@ -1,20 +1,23 @@
 """Recorder node: one rosbag2 (mcap) bag per episode, in the layout the offline collector writes.
 
 Subscribes raw (serialised) messages, so what lands in the bag is byte for byte what was on the
-wire. A bag opens at the first message of an episode and closes on its `episode_result`; it is then
-renamed to OUT/<task>/<split>/<seed> so the training dataset reads ROS-recorded and offline episodes
-alike. On Ctrl-C or shutdown the open bag is closed (readable) and kept as OUT/partial/<n>.
+wire. A bag opens at the first message of an episode and closes `linger_s` after its
+`episode_result` (DDS does not order messages across topics, and a large cloud may be handed to us
+after the small result), or at once when the next episode's instruction arrives; it is then renamed
+to OUT/<task>/<split>/<seed> so the training dataset reads ROS-recorded and offline episodes alike.
+On Ctrl-C or shutdown the open bag is closed (readable) and kept as OUT/partial/<n>.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from threedmoe_msgs.msg import EpisodeResult
 
@@ -23,8 +26,11 @@ from threedmoe_ros.rosenv import fill_ament_env
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RESULTS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-QOS = {"/points": qos_profile_sensor_data, "/instruction": LATCHED, "/pick_place_plan": LATCHED,
-       "/joint_states": QoSProfile(depth=100), "/episode_result": RESULTS}
+# A recorder must keep every message: deep queues, and reliable wherever publishers allow it.
+QOS = {"/instruction": LATCHED, "/pick_place_plan": LATCHED, "/joint_states": QoSProfile(depth=1000),
+       "/episode_result": RESULTS}
+POINTS_QOS = {"sensor_data": QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT),
+              "reliable": QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)}
 
 
 def _message_class(msgtype: str):
@@ -39,35 +45,52 @@ class RecorderNode(Node):
         self.out = Path(self.declare_parameter("output_dir", "runs/episodes").value)
         self.split = self.declare_parameter("split", "test").value
         self.expected = self.declare_parameter("expected_episodes", 0).value
+        # sensor_data for a driver that publishes best effort; reliable (the sim bridge) loses nothing.
+        points_qos = self.declare_parameter("points_qos", "reliable").value
+        if points_qos not in POINTS_QOS:
+            raise ValueError(f"parameter points_qos={points_qos!r} is not one of {sorted(POINTS_QOS)}")
         self._lock = threading.Lock()
+        self.linger_s = self.declare_parameter("linger_s", 1.0).value
         self._writer: EpisodeWriter | None = None
+        self._result: EpisodeResult | None = None  # set while the bag lingers after its result
+        self._close_at = 0.0
         self._partial = 0
         self.recorded: list[Path] = []
         for topic, msgtype in TOPICS.items():
             cls = _message_class(msgtype)
             # The topic name without its leading slash, so namespaces and remapping apply.
-            self.create_subscription(cls, topic.lstrip("/"), self._callback(topic, msgtype), QOS[topic], raw=True)
+            qos = POINTS_QOS[points_qos] if topic == "/points" else QOS[topic]
+            self.create_subscription(cls, topic.lstrip("/"), self._callback(topic, msgtype), qos, raw=True)
+        self.create_timer(0.1, self._close_due)
 
     def _callback(self, topic: str, msgtype: str):
         def on_message(cdr: bytes) -> None:
             ns = self.get_clock().now().nanoseconds
             with self._lock:
+                if topic == "/instruction" and self._result is not None:
+                    self._finish()  # the next episode has begun
                 if self._writer is None:
                     self._partial += 1
                     self._writer = EpisodeWriter(self._unique(self.out / "partial" / f"{self._partial:05d}"))
                 self._writer.write_raw(topic, msgtype, cdr, ns)
                 if topic == "/episode_result":
-                    self._finish(deserialize_message(cdr, EpisodeResult))
+                    self._result = deserialize_message(cdr, EpisodeResult)
+                    self._close_at = time.monotonic() + self.linger_s
         return on_message
+
+    def _close_due(self) -> None:
+        with self._lock:
+            if self._result is not None and time.monotonic() >= self._close_at:
+                self._finish()
 
     def _unique(self, path: Path) -> Path:
         while path.exists():
             path = path.with_name(path.name + "_")
         return path
 
-    def _finish(self, result: EpisodeResult) -> None:
+    def _finish(self) -> None:
         """Close the episode's bag and move it to OUT/<task>/<split>/<seed>."""
-        writer, self._writer = self._writer, None
+        writer, self._writer, result, self._result = self._writer, None, self._result, None
         writer.close()
         split = f"{self.split}-unseen" if result.unseen_colors else self.split
         final = self._unique(self.out / result.task / split / f"{result.seed:07d}")
@@ -79,6 +102,8 @@ class RecorderNode(Node):
     def close(self) -> None:
         """Close an open bag so it stays readable (called on Ctrl-C and shutdown)."""
         with self._lock:
+            if self._result is not None:
+                self._finish()
             if self._writer is not None:
                 self._writer.close()
                 self.get_logger().warning(f"closed unfinished episode bag {self._writer.path}")

@@ -78,9 +78,10 @@ class SimBridgeNode(Node):
         self.params = p
         self.episodes = episode_list(list(p["tasks"]), p["seed_start"], p["episodes"], list(p["colors"]))
 
-        # Reliable, depth 1: matches best-effort (sensor-data) subscribers too, and a ~0.6 MB fused
-        # cloud sent best effort over UDP is often lost whole when the machine is busy.
-        self.points_pub = self.create_publisher(PointCloud2, "points", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        # Reliable: matches best-effort (sensor-data) subscribers too, and a ~0.6 MB fused cloud sent
+        # best effort over UDP is often lost whole when the machine is busy. Depth 5 so a recorder
+        # gets every cloud; a policy subscribes with depth 1 and so only ever sees the newest.
+        self.points_pub = self.create_publisher(PointCloud2, "points", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
         self.joints_pub = self.create_publisher(JointState, "joint_states", 100)
         self.result_pub = self.create_publisher(EpisodeResult, "episode_result", RESULTS)
@@ -130,6 +131,7 @@ class SimBridgeNode(Node):
                 envs[(spec.task, spec.unseen_colors)] = env
                 outcome = self._episode(env, spec)
                 self.outcomes.append(outcome)
+                self._flush()  # the result must not overtake the episode's last (large) clouds
                 self.result_pub.publish(conv.outcome_to_msg(outcome, env.sim_time_ns))
                 self.get_logger().info(
                     f"{spec.task} seed {spec.seed} ({'unseen' if spec.unseen_colors else 'seen'}): "
@@ -176,6 +178,7 @@ class SimBridgeNode(Node):
     def _episode(self, env, spec: EpisodeSpec) -> EpisodeOutcome:
         obs, info = env.reset(spec.seed)
         self.instruction_pub.publish(String(data=obs["instruction"]))
+        self._flush()  # the instruction opens the episode for recorders: it goes first
         goal = None
         if self.action is not None:
             goal = self._send_goal(obs["instruction"], env.step_limit)
@@ -204,6 +207,14 @@ class SimBridgeNode(Node):
         finally:
             if goal is not None:
                 goal.cancel_goal_async()
+
+    def _flush(self, timeout_s: float = 5.0) -> None:
+        """Wait until reliable subscribers have every message sent so far (DDS does not order topics)."""
+        from rclpy.duration import Duration
+
+        for pub in (self.points_pub, self.joints_pub, self.instruction_pub, self.plan_pub):
+            if pub is not None and not pub.wait_for_all_acked(Duration(seconds=timeout_s)):
+                self.get_logger().warning(f"{pub.topic_name}: not every subscriber acknowledged within {timeout_s:.0f} s")
 
     def _end(self, env, reason: str, detail: str) -> EpisodeOutcome:
         o = env.outcome()
