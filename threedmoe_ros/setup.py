@@ -21,6 +21,10 @@ CLIS = {
     "threedmoe-demo": "threedmoe_ros.demo:main",
     "threedmoe-collect": "threedmoe_ros.data.collect:main",
     "threedmoe-render": "threedmoe_ros.sim.render:main",
+    "threedmoe-train-pose-dit": "threedmoe_ros.train.pose_dit:main",
+    "threedmoe-qa-data": "threedmoe_ros.data.qa:main",
+    "threedmoe-train-stage1": "threedmoe_ros.train.stage1:main",
+    "threedmoe-train-stage2": "threedmoe_ros.train.stage2:main",
 }
 
 setup(
