@@ -50,7 +50,7 @@ def run_variant(qos: str, checkpoint: str, args, cloud, instruction) -> dict:
     from sensor_msgs.msg import PointCloud2
 
     from threedmoe_ros.nodes import conversions as conv
-    from threedmoe_ros.nodes.policy_node import LATCHED
+    from threedmoe_ros.nodes.common import LATCHED
 
     log = tempfile.NamedTemporaryFile("w", suffix=f"_{qos}.log", delete=False)
     node_proc = subprocess.Popen(

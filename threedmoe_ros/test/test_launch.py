@@ -33,13 +33,14 @@ def declared_parameters(module: str) -> set[str]:
 
 
 def launch_profile(path: Path) -> str:
+    """The profile a launch file hands to profile_launch_description(...)."""
     tree = ast.parse(path.read_text())
     names = {"generate_launch_description"} & {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert names, f"{path.name} has no generate_launch_description()"
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PROFILE":
-            return node.value.value
-    raise AssertionError(f"{path.name} sets no PROFILE")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "profile_launch_description":
+            return node.args[0].value
+    raise AssertionError(f"{path.name} does not call profile_launch_description")
 
 
 def installed_scripts() -> set[str]:
@@ -64,6 +65,13 @@ def test_launch_file_is_consistent(path):
         assert executable in scripts, f"{path.name}: {executable} is not a console_script of setup.py"
         undeclared = set(params) - declared_parameters(NODE_MODULES[executable])
         assert not undeclared, f"config/{profile}.yaml sets {sorted(undeclared)} that {executable} never declares"
+
+
+def test_launch_module_builds_from_profiles():
+    """nodes/launch.py (imported only under ros2 launch) parses and uses the profile's nodes."""
+    source = (PACKAGE / "threedmoe_ros" / "nodes" / "launch.py").read_text()
+    ast.parse(source)
+    assert "load_profile(profile)" in source and "EXECUTABLES[name]" in source
 
 
 def test_setup_installs_launch_and_config():

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
@@ -37,11 +37,11 @@ from threedmoe_msgs.action import ExecuteInstruction
 from threedmoe_msgs.msg import EpisodeResult, InputStatus, PickPlacePlan
 
 from threedmoe_ros.data.pointcloud2 import CloudError
+from threedmoe_ros.nodes import common
 from threedmoe_ros.nodes import conversions as conv
-from threedmoe_ros.rosenv import fill_ament_env
+from threedmoe_ros.nodes.common import LATCHED, doc
 from threedmoe_ros.types import Cloud
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Depth 1: only the newest cloud matters; DDS itself must not queue older ones either.
 POINTS_QOS = {
     "sensor_data": QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE),
@@ -75,23 +75,23 @@ class Goal:
 class PolicyNode(LifecycleNode):
     def __init__(self, name: str = "policy", **kwargs):
         super().__init__(name, **kwargs)
-        self.declare_parameter("checkpoint", "", _doc("policy checkpoint directory; empty = the embedded default"))
-        self.declare_parameter("device", "cpu", _doc("torch device: cpu, cuda, cuda:1 ..."))
-        self.declare_parameter("dtype", "float32", _doc("float32, float16 or bfloat16"))
-        self.declare_parameter("torch_threads", 1, _doc(
+        self.declare_parameter("checkpoint", "", doc("policy checkpoint directory; empty = the embedded default"))
+        self.declare_parameter("device", "cpu", doc("torch device: cpu, cuda, cuda:1 ..."))
+        self.declare_parameter("dtype", "float32", doc("float32, float16 or bfloat16"))
+        self.declare_parameter("torch_threads", 1, doc(
             "CPU threads for torch (0 = torch's default); one is fastest for a small head beside ROS's own threads"))
-        self.declare_parameter("sampling_steps", 4, _doc("rectified-flow Euler steps (0 = the checkpoint's default)"))
-        self.declare_parameter("horizon", 0, _doc("most steps a published plan holds (0 = the model's horizon)"))
-        self.declare_parameter("steps_per_plan", 0, _doc("steps of each plan to publish for execution before re-planning (0 = all)"))
-        self.declare_parameter("seed", -1, _doc("sampling seed per plan (-1 = the policy's own generator)"))
-        self.declare_parameter("points_qos", "sensor_data", _doc(
+        self.declare_parameter("sampling_steps", 4, doc("rectified-flow Euler steps (0 = the checkpoint's default)"))
+        self.declare_parameter("horizon", 0, doc("most steps a published plan holds (0 = the model's horizon)"))
+        self.declare_parameter("steps_per_plan", 0, doc("steps of each plan to publish for execution before re-planning (0 = all)"))
+        self.declare_parameter("seed", -1, doc("sampling seed per plan (-1 = the policy's own generator)"))
+        self.declare_parameter("points_qos", "sensor_data", doc(
             "QoS of the points subscription: sensor_data (best effort, as drivers publish) or reliable "
             "(needed for clouds over ~1 MB: Fast DDS drops large best-effort messages over UDP)"))
-        self.declare_parameter("frames", ["world"], _doc("cloud frames accepted (no tf here: clouds must come in one of these)"))
-        self.declare_parameter("max_points", 2_000_000, _doc("clouds with more points are rejected"))
-        self.declare_parameter("max_instruction_chars", 512, _doc("longer instructions/questions are rejected"))
-        self.declare_parameter("model_id", "", _doc("name written into each plan (default: the checkpoint's directory name)"))
-        self.declare_parameter("autostart", True, _doc("configure and activate on start (no lifecycle manager needed)"))
+        self.declare_parameter("frames", ["world"], doc("cloud frames accepted (no tf here: clouds must come in one of these)"))
+        self.declare_parameter("max_points", 2_000_000, doc("clouds with more points are rejected"))
+        self.declare_parameter("max_instruction_chars", 512, doc("longer instructions/questions are rejected"))
+        self.declare_parameter("model_id", "", doc("name written into each plan (default: the checkpoint's directory name)"))
+        self.declare_parameter("autostart", True, doc("configure and activate on start (no lifecycle manager needed)"))
         self.policy = None
         self._lock = threading.Lock()
         self._newest: Cloud | None = None
@@ -347,29 +347,18 @@ class PolicyNode(LifecycleNode):
         return ExecuteInstruction.Result(success=success, message=message, executed=executed)
 
 
-def _doc(text: str):
-    from rcl_interfaces.msg import ParameterDescriptor
-
-    return ParameterDescriptor(description=text)
-
-
-def main(args: list[str] | None = None) -> None:
-    fill_ament_env()
-    rclpy.init(args=args)
+def _make_policy_node() -> PolicyNode:
     node = PolicyNode()
     if node.get_parameter("autostart").value:
         node.trigger_configure()
         if node.policy is not None:
             node.trigger_activate()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    return node
+
+
+def main(args: list[str] | None = None) -> None:
+    # Several threads: subscriptions keep running while a plan is being made.
+    common.run(_make_policy_node, executor=lambda: MultiThreadedExecutor(num_threads=4), args=args)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,14 @@ import threading
 import time
 from pathlib import Path
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from threedmoe_msgs.msg import EpisodeResult
 
 from threedmoe_ros.data.bags import TOPICS, EpisodeWriter
-from threedmoe_ros.rosenv import fill_ament_env
-
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RESULTS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from threedmoe_ros.nodes import common
+from threedmoe_ros.nodes.common import LATCHED, RESULTS
 # A recorder must keep every message: deep queues, and reliable wherever publishers allow it.
 QOS = {"/instruction": LATCHED, "/pick_place_plan": LATCHED, "/joint_states": QoSProfile(depth=1000),
        "/episode_result": RESULTS}
@@ -42,15 +38,15 @@ def _message_class(msgtype: str):
 class RecorderNode(Node):
     def __init__(self, name: str = "recorder", **kwargs):
         super().__init__(name, **kwargs)
-        self.out = Path(self.declare_parameter("output_dir", "runs/episodes").value)
-        self.split = self.declare_parameter("split", "test").value
-        self.expected = self.declare_parameter("expected_episodes", 0).value
+        self.out = Path(self.declare_parameter("output_dir", "runs/episodes", common.doc("bags go to OUT/<task>/<split>/<seed>")).value)
+        self.split = self.declare_parameter("split", "test", common.doc("split name in the bag path (train, val, test)")).value
+        self.expected = self.declare_parameter("expected_episodes", 0, common.doc("exit after this many episodes (0 = until stopped)")).value
         # sensor_data for a driver that publishes best effort; reliable (the sim bridge) loses nothing.
-        points_qos = self.declare_parameter("points_qos", "reliable").value
+        points_qos = self.declare_parameter("points_qos", "reliable", common.doc("sensor_data or reliable")).value
         if points_qos not in POINTS_QOS:
             raise ValueError(f"parameter points_qos={points_qos!r} is not one of {sorted(POINTS_QOS)}")
         self._lock = threading.Lock()
-        self.linger_s = self.declare_parameter("linger_s", 1.0).value
+        self.linger_s = self.declare_parameter("linger_s", 1.0, common.doc("keep a finished bag open this long for late messages")).value
         self._writer: EpisodeWriter | None = None
         self._result: EpisodeResult | None = None  # set while the bag lingers after its result
         self._close_at = 0.0
@@ -115,18 +111,7 @@ class RecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    fill_ament_env()
-    rclpy.init(args=args)
-    node = RecorderNode()
-    try:
-        while rclpy.ok() and not node.done:
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    common.run(RecorderNode, done=lambda node: node.done, on_exit=RecorderNode.close, args=args)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import rclpy
 from rclpy.action import ActionClient
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -28,13 +27,11 @@ from std_msgs.msg import String
 from threedmoe_msgs.action import ExecuteInstruction
 from threedmoe_msgs.msg import EpisodeResult, PickPlacePlan
 
+from threedmoe_ros.nodes import common
 from threedmoe_ros.nodes import conversions as conv
-from threedmoe_ros.rosenv import fill_ament_env
+from threedmoe_ros.nodes.common import LATCHED, RESULTS, doc
 from threedmoe_ros.types import EpisodeOutcome
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-# Results are few and must all arrive, also at an evaluator that starts late.
-RESULTS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 MODES = ("policy", "action", "oracle")
 
 
@@ -56,20 +53,20 @@ def episode_list(tasks: list[str], seed_start: int, episodes: int, colors: list[
 class SimBridgeNode(Node):
     def __init__(self, name: str = "sim_bridge", **kwargs):
         super().__init__(name, **kwargs)
-        self.declare_parameter("mode", "policy", _doc(f"where plans come from: {', '.join(MODES)}"))
-        self.declare_parameter("tasks", ["put-block-in-zone"], _doc("task names (see threedmoe_ros.sim.tasks)"))
-        self.declare_parameter("seed_start", 2_000_000, _doc("first seed; the test split starts at 2 000 000"))
-        self.declare_parameter("episodes", 3, _doc("episodes per task and colour split"))
-        self.declare_parameter("colors", ["unseen"], _doc("colour splits to run: seen, unseen"))
-        self.declare_parameter("steps_per_plan", 1, _doc("steps of each plan executed before re-planning (0 = all)"))
-        self.declare_parameter("plan_timeout_s", 30.0, _doc("wall-clock wait for a plan before the episode ends with 'timeout'"))
-        self.declare_parameter("resend_s", 5.0, _doc("send the cloud again when no plan answered it within this time"))
-        self.declare_parameter("camera_width", 320, _doc("camera image width, pixels"))
-        self.declare_parameter("camera_height", 240, _doc("camera image height, pixels"))
-        self.declare_parameter("frame_id", "world", _doc("frame of clouds and plans"))
-        self.declare_parameter("start_delay_s", 1.0, _doc("wait before the first episode, for subscribers to connect"))
-        self.declare_parameter("wait_for_subscribers", ["points"], _doc("topics that must have a subscriber before starting"))
-        self.declare_parameter("exit_when_done", True, _doc("shut down after the last episode"))
+        self.declare_parameter("mode", "policy", doc(f"where plans come from: {', '.join(MODES)}"))
+        self.declare_parameter("tasks", ["put-block-in-zone"], doc("task names (see threedmoe_ros.sim.tasks)"))
+        self.declare_parameter("seed_start", 2_000_000, doc("first seed; the test split starts at 2 000 000"))
+        self.declare_parameter("episodes", 3, doc("episodes per task and colour split"))
+        self.declare_parameter("colors", ["unseen"], doc("colour splits to run: seen, unseen"))
+        self.declare_parameter("steps_per_plan", 1, doc("steps of each plan executed before re-planning (0 = all)"))
+        self.declare_parameter("plan_timeout_s", 30.0, doc("wall-clock wait for a plan before the episode ends with 'timeout'"))
+        self.declare_parameter("resend_s", 5.0, doc("send the cloud again when no plan answered it within this time"))
+        self.declare_parameter("camera_width", 320, doc("camera image width, pixels"))
+        self.declare_parameter("camera_height", 240, doc("camera image height, pixels"))
+        self.declare_parameter("frame_id", "world", doc("frame of clouds and plans"))
+        self.declare_parameter("start_delay_s", 1.0, doc("wait before the first episode, for subscribers to connect"))
+        self.declare_parameter("wait_for_subscribers", ["points"], doc("topics that must have a subscriber before starting"))
+        self.declare_parameter("exit_when_done", True, doc("shut down after the last episode"))
         p = {n: self.get_parameter(n).value for n in (
             "mode", "tasks", "seed_start", "episodes", "colors", "steps_per_plan", "plan_timeout_s", "resend_s", "camera_width",
             "camera_height", "frame_id", "start_delay_s", "wait_for_subscribers", "exit_when_done")}
@@ -246,27 +243,9 @@ class SimBridgeNode(Node):
         self._tf_pub.publish(TFMessage(transforms=[t]))
 
 
-def _doc(text: str):
-    from rcl_interfaces.msg import ParameterDescriptor
-
-    return ParameterDescriptor(description=text)
-
-
 def main(args: list[str] | None = None) -> None:
-    fill_ament_env()
-    rclpy.init(args=args)
-    node = SimBridgeNode()
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        while rclpy.ok() and not (node.done.is_set() and node.params["exit_when_done"]):
-            executor.spin_once(timeout_sec=0.1)
-        time.sleep(0.5)  # let the last results reach reliable subscribers
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    common.run(SimBridgeNode, done=lambda node: node.done.is_set() and node.params["exit_when_done"],
+               executor=lambda: MultiThreadedExecutor(num_threads=2), on_exit=lambda node: time.sleep(0.5), args=args)
 
 
 if __name__ == "__main__":
