@@ -1,6 +1,8 @@
 """Pose-DiT plan latency at batch 1: rectified flow with 1/2/4/10 steps vs DDPM-100 and DDIM-10.
 
-One process, one set of weights, one thread; every variant plans the same scene and instruction.
+One process, one set of weights, one thread; every variant plans the same scene and instruction,
+with the head frozen by Policy.optimize_for_inference (as the policy node should plan), and RF-4
+once more with the eager head for comparison.
 The condition encoder runs once per plan whatever the sampler, so its time is reported apart
 from the head's (Pose-DiT sampling + pose decoding). Machines are noisy: read the ratios first.
 
@@ -82,7 +84,8 @@ def plot(results: dict, path: Path) -> None:
     enc = [results[n]["encoder_ms"]["p50"] for n in names]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     x = np.arange(len(names))
-    ax.bar(x, p50, color=["tab:blue"] * 4 + ["tab:orange"] * 2, label="Pose-DiT head p50")
+    colours = ["tab:orange" if n.startswith("dd") else "tab:cyan" if n.endswith("eager") else "tab:blue" for n in names]
+    ax.bar(x, p50, color=colours, label="Pose-DiT head p50")
     ax.scatter(x, p99, color="k", marker="_", s=200, label="head p99", zorder=3)
     ax.bar(x, enc, bottom=p50, color="tab:gray", alpha=0.5, label="condition encoder p50")
     ax.axhline(TARGET_RF4_P50_MS, color="tab:red", ls="--", lw=1, label=f"{TARGET_RF4_P50_MS:g} ms target (RF-4)")
@@ -107,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points-per-object", type=int, default=1000, help="cloud size: objects × this + 400 table points")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--eager", action="store_true", help="plan with the eager head (default: TorchScript-frozen)")
     args = p.parse_args(argv)
     if args.horizon < 1 or args.seconds <= 0 or args.min_iters < 1 or args.max_iters < args.min_iters:
         p.error("need --horizon >= 1, --seconds > 0 and 1 <= --min-iters <= --max-iters")
@@ -122,19 +126,29 @@ def main(argv: list[str] | None = None) -> int:
             param.add_(torch.randn_like(param) * 0.02)
     cloud, instruction, _ = SyntheticPickPlace(1, seed=0, points_per_object=args.points_per_object)[0]
 
+    # The same weights, planned eagerly: what optimize_for_inference buys.
+    eager = Policy(config).eval()
+    eager.load_state_dict(policy.state_dict())
+    if not args.eager:
+        policy.optimize_for_inference()
+
     load_start = os.getloadavg()[0]
     results = {}
-    for name, (scheduler, steps) in VARIANTS.items():
-        policy.scheduler = scheduler
-        results[name] = measure(policy, cloud, instruction, steps, args)
+    runs = [(name, policy, scheduler, steps) for name, (scheduler, steps) in VARIANTS.items()]
+    if not args.eager:
+        runs.append(("rf-4-eager", eager, RectifiedFlow(), 4))
+    for name, pol, scheduler, steps in runs:
+        pol.scheduler = scheduler
+        results[name] = measure(pol, cloud, instruction, steps, args)
         r = results[name]
-        print(f"  {name:9s} n={r['n']:4d}  head p50 {r['head_ms']['p50']:8.2f} ms", flush=True)
+        print(f"  {name:10s} n={r['n']:4d}  head p50 {r['head_ms']['p50']:8.2f} ms", flush=True)
 
     rf4, ddpm = results["rf-4"]["head_ms"]["p50"], results["ddpm-100"]["head_ms"]["p50"]
     summary = {
         "ddpm100_over_rf4_head_p50": ddpm / rf4,
         "rf4_head_p50_ms": rf4,
-        "per_network_call_ms": results["rf-10"]["head_ms"]["p50"] / 10,
+        "per_network_call_ms": (results["rf-10"]["head_ms"]["p50"] - results["rf-1"]["head_ms"]["p50"]) / 9,
+        "frozen_speedup_rf4": None if args.eager else results["rf-4-eager"]["head_ms"]["p50"] / rf4,
         "targets": {
             f"rf4_head_p50_le_{TARGET_RF4_P50_MS:g}ms": rf4 <= TARGET_RF4_P50_MS,
             f"ddpm100_ge_{TARGET_SPEEDUP:g}x_rf4": ddpm / rf4 >= TARGET_SPEEDUP,
@@ -154,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             "num_heads": config.head.num_heads, "encoder": config.encoder, "cloud_points": len(cloud),
             "condition_tokens": int(policy.encoder([cloud], [instruction])[1].sum()), "instruction": instruction,
             "parameters": policy.num_parameters(),
+            "head": "eager" if args.eager else "TorchScript-frozen (Policy.optimize_for_inference); rf-4-eager: same weights, eager",
         },
         "results": results,
         "summary": summary,

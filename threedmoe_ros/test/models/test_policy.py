@@ -219,3 +219,19 @@ def test_orientation_feature_turns_with_four_times_the_yaw():
     assert np.linalg.norm(f(0.3) - f(-0.3)) > 0.1
     angle = lambda v: np.arctan2(v[1], v[0])  # noqa: E731
     assert abs(angle(f(0.2)) - angle(f(0.0)) - 0.8) < 0.15  # phase moves by 4θ
+
+
+def test_frozen_head_plans_like_the_eager_one(scene):
+    from threedmoe_ros.models.schedulers import DDPM
+
+    policy = _randomise(Policy(PolicyConfig(**SMALL)))
+    for scheduler in (policy.scheduler, DDPM(sampler="ddim")):
+        policy.scheduler = scheduler
+        for text in (INSTRUCTION, "stack the blocks"):  # condition lengths differ
+            policy._frozen_head = None
+            eager = policy.plan(scene, text, seed=3).poses
+            fast = policy.optimize_for_inference().plan(scene, text, seed=3).poses
+            assert policy._frozen_head is not None
+            assert np.allclose(eager, fast, atol=1e-5)
+    policy.train()
+    assert policy._frozen_head is None

@@ -121,3 +121,21 @@ def test_every_parameter_gets_a_gradient():
 def test_bad_config_is_refused_with_a_reason(kwargs, words):
     with pytest.raises(ValueError, match=words):
         PoseDiTConfig(**kwargs)
+
+
+@pytest.mark.parametrize("pool", [True, False])
+def test_frozen_head_gives_the_same_outputs_for_any_condition_length(pool):
+    from threedmoe_ros.models.pose_dit import FrozenPoseDiT
+
+    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL, pool_condition=pool))).eval()
+    frozen = FrozenPoseDiT(model)
+    with torch.no_grad():
+        for K in (1, 5, 9):
+            g = torch.Generator().manual_seed(K)
+            x, t = torch.randn(1, 6, 2, 5, generator=g), torch.rand(1, generator=g)
+            cond = torch.randn(1, K, 32, generator=g)
+            mask = torch.ones(1, K, dtype=torch.bool)
+            mask[0, K // 2 + 1 :] = False
+            ctx = model.context(cond, mask)
+            for a, b in zip(model(x, t, ctx), frozen(x, t, frozen.context(cond, mask))):
+                assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)  # oneDNN sums in another order
