@@ -26,6 +26,18 @@ def test_collate_pads_plans_and_marks_valid_steps():
         collate_plans([data[0]], horizon=0)
 
 
+def test_collate_takes_episode_samples_and_finished_episodes():
+    """data.dataset.Sample objects work, and a plan of 0 steps (episode done) is all padding."""
+    from types import SimpleNamespace
+
+    cloud, instruction, plan = SyntheticPickPlace(1)[0]
+    done = SimpleNamespace(cloud=cloud, instruction=instruction, plan=np.zeros((0, 2, 7)))
+    going = SimpleNamespace(cloud=cloud, instruction=instruction, plan=plan)
+    batch = collate_plans([done, going], horizon=4)
+    assert batch["valid"].sum(1).tolist() == [0, len(plan)]
+    assert batch["clouds"][0] is cloud and batch["instructions"] == [instruction] * 2
+
+
 def test_synthetic_plans_are_inside_the_workspace():
     for cloud, instruction, plan in SyntheticPickPlace(20, seed=2):
         assert plan.ndim == 3 and plan.shape[1:] == (2, 7) and 1 <= len(plan) <= 3

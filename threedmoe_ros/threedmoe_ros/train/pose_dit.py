@@ -7,7 +7,8 @@
 The training set is any torch Dataset whose items are (cloud: Cloud, instruction: str,
 plan: ndarray (T_i, 2, 7)); `collate_plans` pads the plans to the horizon T and returns the
 validity mask the head learns to predict. `--data DIR` opens the simulator's recorded episodes
-through the factory named by `--dataset-factory` (module:callable taking the directory).
+through the factory named by `--dataset-factory` (module:callable taking the directory; default
+data.dataset.EpisodeDataset, whose samples carry .cloud/.instruction/.plan).
 
 What a run leaves in --out:
   checkpoint/    the policy (config.json + model.safetensors; EMA weights when EMA is on), what
@@ -40,7 +41,7 @@ from threedmoe_ros.models.pose_dit import PoseDiTConfig
 from threedmoe_ros.policy import Policy, PolicyConfig
 from threedmoe_ros.types import Cloud, as_plan
 
-DEFAULT_DATASET_FACTORY = "threedmoe_ros.data.dataset:PlanDataset"
+DEFAULT_DATASET_FACTORY = "threedmoe_ros.data.dataset:EpisodeDataset"
 IDENTITY_POSE = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
 
 
@@ -85,13 +86,24 @@ class TrainConfig:
 
 # ----- data ---------------------------------------------------------------------------------------
 
-def collate_plans(samples: list[tuple[Cloud, str, np.ndarray]], horizon: int) -> dict:
-    """Pad plans to `horizon`: {clouds, instructions, plan (B, T, 2, 7) float32, valid (B, T) bool}."""
+def _fields(sample) -> tuple[Cloud, str, np.ndarray]:
+    """(cloud, instruction, plan) of a tuple or of an object with those attributes (data.dataset.Sample)."""
+    if isinstance(sample, (tuple, list)):
+        return sample[0], sample[1], sample[2]
+    return sample.cloud, sample.instruction, sample.plan
+
+
+def collate_plans(samples: list, horizon: int) -> dict:
+    """Pad plans to `horizon`: {clouds, instructions, plan (B, T, 2, 7) float32, valid (B, T) bool}.
+
+    A plan of 0 steps (the episode is done) is a valid sample: every step is padding, which
+    teaches the validity logit when to stop."""
+    samples = [_fields(s) for s in samples]
     B = len(samples)
     plan = np.tile(IDENTITY_POSE, (B, horizon, 2, 1))
     valid = np.zeros((B, horizon), dtype=bool)
     for b, (_, instruction, poses) in enumerate(samples):
-        poses = as_plan(poses)
+        poses = np.zeros((0, 2, 7)) if np.size(poses) == 0 else as_plan(poses)
         if len(poses) > horizon:
             raise ValueError(
                 f"a plan for {instruction!r} has {len(poses)} steps, more than the horizon {horizon}; raise --horizon"
