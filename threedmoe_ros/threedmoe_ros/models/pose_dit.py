@@ -334,6 +334,9 @@ class FrozenPoseDiT:
                     frozen = torch.jit.optimize_for_inference(frozen)
                 except RuntimeError:  # builds without oneDNN: the frozen graph alone still helps
                     pass
+                # TorchScript optimises a graph during its first runs; do them now, not in the first plan.
+                for _ in range(3):
+                    frozen(x, torch.zeros(batch, device=device), *ctx)
             self._denoise = frozen
         except Exception as e:  # noqa: BLE001 — any failure here only costs speed
             warnings.warn(f"could not freeze Pose-DiT with TorchScript ({e}); planning with the eager model", stacklevel=2)
