@@ -14,7 +14,7 @@ What a run leaves in --out:
   checkpoint/    the policy (config.json + model.safetensors; EMA weights when EMA is on), what
                  Policy.from_pretrained and the policy node load
   train_state.pt optimiser, step, raw weights, EMA and RNG state: what --resume continues from
-  train.json     the training settings; metrics.csv and tb/ (TensorBoard) the curves
+  train.json     the training settings; metrics.csv, tb/ (TensorBoard) and curves.png the curves
 """
 
 from __future__ import annotations
@@ -304,7 +304,37 @@ def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resum
     bar.close()
     writer.close()
     csv_file.close()
+    plot_curves(out)
     return (ema or policy).eval()
+
+
+def plot_curves(out: str | Path) -> Path | None:
+    """metrics.csv → curves.png (loss terms against step, log scale); None without matplotlib or data."""
+    out = Path(out)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in ("loss", "denoise", "validity"):
+        values = [float(r[key]) if r.get(key) else float("nan") for r in rows]
+        ax.plot(steps, values, label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(f"Pose-DiT training: {out.name}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+    return out / "curves.png"
 
 
 # ----- command line -------------------------------------------------------------------------------
