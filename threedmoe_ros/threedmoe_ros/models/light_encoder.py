@@ -87,10 +87,10 @@ def object_features(cloud: Cloud, cfg: LightEncoderConfig) -> np.ndarray:
     count = np.bincount(inv).astype(np.float64)  # (M,)
     mean_xyz = np.stack([np.bincount(inv, xyz[:, i]) for i in range(3)], 1) / count[:, None]
     mean_rgb = np.stack([np.bincount(inv, rgb[:, i]) for i in range(3)], 1) / count[:, None]
-    lo = np.full((len(uniq), 3), np.inf)
-    hi = np.full((len(uniq), 3), -np.inf)
-    np.minimum.at(lo, inv, xyz)
-    np.maximum.at(hi, inv, xyz)
+    # Per-object min/max by sorting points by object and reducing each run (ufunc.at is ~5× slower).
+    grouped = xyz[np.argsort(inv, kind="stable")]
+    starts = np.concatenate([[0], np.cumsum(count[:-1])]).astype(np.int64)
+    lo, hi = np.minimum.reduceat(grouped, starts, axis=0), np.maximum.reduceat(grouped, starts, axis=0)
     z = (xyz[:, 0] - mean_xyz[inv, 0]) + 1j * (xyz[:, 1] - mean_xyz[inv, 1])
     z4 = z**4
     r4 = np.bincount(inv, np.abs(z4)) + 1e-12
