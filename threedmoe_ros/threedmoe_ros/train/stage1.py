@@ -9,6 +9,9 @@ Stage II (train/stage2.py) runs the same loop on captions + QA with the MoE rout
 --data is a directory written by `python -m threedmoe_ros.data.qa`. What a run leaves in --out:
   checkpoint/   ThreeDMoELLM.save_pretrained (config, 3D encoder, LoRA adapter with routers)
   train.json    the settings; metrics.csv the loss curve; eval.json the QA metrics when --eval-data is given
+  summary.json  steps, wall seconds and text tokens/s of the run
+--qa-format scanqa|sqa3d|leo with --qa-file and --scenes reads those sets' annotation files instead
+(data/external.py); --data is then not needed.
 Optimiser: AdamW, lr 2e-5 (the paper's) after a linear warm-up, 3 epochs by default. One device.
 """
 
@@ -35,12 +38,20 @@ class StageConfig:
     """One Stage I or Stage II run (saved as train.json)."""
 
     out: str
-    data: str
+    # A qa.jsonl directory (simulator format), or with qa_format another set's annotation file.
+    data: str | None = None
     stage: int = 1
     # MMLLMConfig fields for a fresh model; ignored with `init`.
     model: dict = field(default_factory=lambda: {"llm": "smollm2-135m"})
     # A ThreeDMoELLM checkpoint to start from (Stage II starts from Stage I's).
     init: str | None = None
+    # Only the 3D encoder (spatial transformer, projection) from this checkpoint; the LLM is built
+    # from `model`. One Stage I run can so start Stage II for any MoE preset, or dense.
+    init_encoder: str | None = None
+    # "simulator" reads `data`; scanqa | sqa3d | leo read `qa_file` with clouds from `scenes`.
+    qa_format: str = "simulator"
+    qa_file: str | None = None
+    scenes: str | None = None
     # Stage I trains on captions only; Stage II on every kind (captions keep the alignment).
     kinds: list[str] | None = None
     epochs: int = 3
@@ -55,6 +66,9 @@ class StageConfig:
     # Held-out qa.jsonl directory to score with greedy answers at the end (EM, BLEU, CIDEr, …).
     eval_data: str | None = None
     eval_items: int = 200
+    # Kinds scored at the end (None: every kind); captions need more new tokens than short answers.
+    eval_kinds: list[str] | None = None
+    max_new_tokens: int = 48
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -67,6 +81,17 @@ class StageConfig:
                 raise ValueError(f"StageConfig.{name} must be ≥ 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"StageConfig.lr must be > 0, got {self.lr}")
+        if self.init and self.init_encoder:
+            raise ValueError("StageConfig: give init (whole checkpoint) or init_encoder (3D encoder only), not both")
+        from threedmoe_ros.data.external import FORMATS
+
+        if self.qa_format != "simulator" and self.qa_format not in FORMATS:
+            raise ValueError(f"StageConfig.qa_format must be 'simulator' or one of {FORMATS}, got {self.qa_format!r}")
+        if self.qa_format == "simulator" and not self.data:
+            raise ValueError("StageConfig.data is required: a directory written by python -m threedmoe_ros.data.qa")
+        if self.qa_format != "simulator" and not (self.qa_file and self.scenes):
+            raise ValueError(f"StageConfig.qa_format={self.qa_format!r} needs qa_file (annotations) and scenes "
+                             "(a directory of per-scene point clouds)")
 
 
 def collate(batch: list[tuple]) -> tuple[list, list[str], list[str]]:
@@ -74,21 +99,65 @@ def collate(batch: list[tuple]) -> tuple[list, list[str], list[str]]:
     return list(clouds), list(questions), list(answers)
 
 
-def evaluate(model: ThreeDMoELLM, data: str | Path, items: int, max_new_tokens: int = 48) -> dict[str, float]:
-    """Greedy answers on the first `items` questions of a qa.jsonl, scored with eval.qa_metrics."""
+def load_dataset(cfg: StageConfig, kinds: list[str] | None):
+    """The training items of a run: simulator qa.jsonl, or a ScanQA / SQA3D / LEO annotation file."""
+    if cfg.qa_format == "simulator":
+        return QADataset(cfg.data, kinds=kinds)
+    from threedmoe_ros.data.external import load_qa
+
+    return load_qa(cfg.qa_format, cfg.qa_file, cfg.scenes)
+
+
+def evaluate(model: ThreeDMoELLM, data, items: int, max_new_tokens: int = 48, kinds: list[str] | None = None,
+             samples: int = 0, progress: bool = True) -> dict:
+    """Greedy answers on the first `items` questions of a qa.jsonl directory (or a dataset object),
+    scored with eval.qa_metrics against every reference answer an item has. Adds the answering time
+    and, with `samples`, the first few (question, prediction, references) to read."""
     from tqdm import tqdm
 
     from threedmoe_ros.eval.qa_metrics import qa_metrics
 
-    ds = QADataset(data)
+    ds = QADataset(data, kinds=kinds) if isinstance(data, (str, Path)) else data
     n = min(items, len(ds))
-    preds, refs = [], []
+    if n == 0:
+        raise ValueError(f"{data} has no items of kinds {kinds} to evaluate")
+    preds, refs, questions = [], [], []
     model.eval()
-    for i in tqdm(range(n), desc="eval", unit="q"):
+    t0 = time.perf_counter()
+    for i in tqdm(range(n), desc="eval", unit="q", disable=not progress, dynamic_ncols=True):
         cloud, question, answer = ds[i]
         preds.append(model.answer(cloud, question, max_new_tokens))
-        refs.append([answer])
-    return qa_metrics(preds, refs)
+        refs.append(ds.references(i) if hasattr(ds, "references") else [answer])
+        questions.append(question)
+    metrics: dict = qa_metrics(preds, refs)
+    metrics["answer_seconds"] = round(time.perf_counter() - t0, 1)
+    if samples:
+        metrics["samples"] = [{"question": q, "prediction": p, "references": r}
+                              for q, p, r in list(zip(questions, preds, refs))[:samples]]
+    return metrics
+
+
+def text_tokens(model: ThreeDMoELLM, questions: list[str], answers: list[str]) -> int:
+    """Prompt + answer tokens of a batch, without padding and without the 3D object tokens."""
+    return sum(len(b) + len(a) + len(model.answer_ids(ans))
+               for (b, a), ans in zip(map(model.prompt_ids, questions), answers))
+
+
+def build_model(cfg: StageConfig) -> ThreeDMoELLM:
+    if cfg.init:
+        return ThreeDMoELLM.from_pretrained(cfg.init)
+    model = ThreeDMoELLM(MMLLMConfig(**cfg.model))
+    if cfg.init_encoder:
+        from safetensors.torch import load_file
+
+        from threedmoe_ros.models.mm_llm import ENCODER_WEIGHTS
+
+        weights = Path(cfg.init_encoder) / ENCODER_WEIGHTS
+        if not weights.is_file():
+            raise FileNotFoundError(f"init_encoder {cfg.init_encoder} has no {ENCODER_WEIGHTS}; "
+                                    "give a checkpoint/ directory written by Stage I")
+        model.encoder.load_state_dict(load_file(str(weights)))
+    return model
 
 
 def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
@@ -99,15 +168,15 @@ def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
-    model = ThreeDMoELLM.from_pretrained(cfg.init) if cfg.init else ThreeDMoELLM(MMLLMConfig(**cfg.model))
+    model = build_model(cfg)
     model.to(cfg.device)
     model.configure_stage(cfg.stage)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    dataset = QADataset(cfg.data, kinds=cfg.kinds)
+    dataset = load_dataset(cfg, cfg.kinds)
     if len(dataset) == 0:
-        raise ValueError(f"{cfg.data} has no items of kinds {cfg.kinds}")
+        raise ValueError(f"{cfg.data or cfg.qa_file} has no items of kinds {cfg.kinds}")
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(cfg.seed))
     total = cfg.max_steps or cfg.epochs * len(loader)
@@ -118,7 +187,7 @@ def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
         t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
-    step, t0 = 0, time.perf_counter()
+    step, tokens, t0 = 0, 0, time.perf_counter()
     bar = tqdm(total=total, desc=f"stage {cfg.stage}", unit="step", disable=not progress, dynamic_ncols=True)
     with open(out / "metrics.csv", "w", newline="") as f:
         log = csv.writer(f)
@@ -129,6 +198,7 @@ def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step)
                 loss, info = model.loss(clouds, questions, answers)
+                tokens += text_tokens(model, questions, answers)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -143,9 +213,15 @@ def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
                 if step >= total:
                     break
     bar.close()
+    seconds = time.perf_counter() - t0
+    summary = {"steps": step, "seconds": round(seconds, 1), "text_tokens": tokens,
+               "tokens_per_s": round(tokens / seconds, 1), "samples_per_s": round(step * cfg.batch_size / seconds, 2),
+               "trainable_params": sum(p.numel() for p in params)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     model.save_pretrained(out / "checkpoint")
     if cfg.eval_data:
-        metrics = evaluate(model, cfg.eval_data, cfg.eval_items)
+        metrics = evaluate(model, cfg.eval_data, cfg.eval_items, cfg.max_new_tokens, cfg.eval_kinds,
+                           progress=progress)
         (out / "eval.json").write_text(json.dumps(metrics, indent=2))
         print(json.dumps(metrics, indent=2))
     return model
@@ -153,9 +229,14 @@ def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
 
 def parse_args(stage: int, argv: list[str] | None = None) -> StageConfig:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="directory with qa.jsonl (python -m threedmoe_ros.data.qa)")
+    ap.add_argument("--data", help="directory with qa.jsonl (python -m threedmoe_ros.data.qa)")
+    ap.add_argument("--qa-format", default="simulator", choices=["simulator", "scanqa", "sqa3d", "leo"],
+                    help="scanqa | sqa3d | leo read --qa-file with clouds from --scenes (data/external.py)")
+    ap.add_argument("--qa-file", help="ScanQA / LEO JSON, or SQA3D questions JSON (annotations found beside it)")
+    ap.add_argument("--scenes", help="directory of per-scene clouds: <scene_id>.npy / .npz / .pth (x y z r g b label)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--init", help="ThreeDMoELLM checkpoint to start from")
+    ap.add_argument("--init-encoder", help="checkpoint whose 3D encoder to start from (LLM built from --llm/--moe)")
     ap.add_argument("--llm", default="smollm2-135m", help="LLM preset for a fresh model")
     ap.add_argument("--llm-path", help="local directory of the llama-3.2-1b preset")
     ap.add_argument("--moe", default="e4-top2", help="MoE preset (e4-top2, e2-top2) or 'dense'")
@@ -163,14 +244,20 @@ def parse_args(stage: int, argv: list[str] | None = None) -> StageConfig:
     ap.add_argument("--max-steps", type=int)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--warmup-steps", type=int, default=100)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--eval-data")
     ap.add_argument("--eval-items", type=int, default=200)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
     a = ap.parse_args(argv)
     model = {"llm": a.llm, "llm_path": a.llm_path, "moe": None if a.moe == "dense" else a.moe}
-    return StageConfig(out=a.out, data=a.data, stage=stage, model=model, init=a.init, epochs=a.epochs,
-                       max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, device=a.device,
-                       eval_data=a.eval_data, eval_items=a.eval_items)
+    if a.qa_format == "simulator" and not a.data:
+        ap.error("--data is required (or --qa-format scanqa|sqa3d|leo with --qa-file and --scenes)")
+    return StageConfig(out=a.out, data=a.data, stage=stage, model=model, init=a.init, init_encoder=a.init_encoder,
+                       qa_format=a.qa_format, qa_file=a.qa_file, scenes=a.scenes, epochs=a.epochs,
+                       max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
+                       device=a.device,
+                       eval_data=a.eval_data, eval_items=a.eval_items, max_new_tokens=a.max_new_tokens)
 
 
 def main(argv: list[str] | None = None) -> int:
