@@ -60,3 +60,19 @@ def test_stage1_then_stage2(qa_dir, tmp_path):
     moved = [n for n, p in m2.named_parameters() if not torch.equal(p, start[n])]
     assert any("lora_B" in n for n in moved) and any("router" in n for n in moved)
     assert not any("pointnet" in n or ("base_layer" in n and "lora" not in n) for n in moved)
+
+
+def test_stage2_of_another_moe_preset_starts_from_stage1_encoder(qa_dir, tmp_path):
+    """One Stage I run starts Stage II for dense and MoE alike (bench/bench_table1.py relies on it)."""
+    s1 = StageConfig(out=str(tmp_path / "s1"), data=str(qa_dir), stage=1, model={**TINY, "moe": None}, max_steps=1,
+                     batch_size=2, lr=1e-3, warmup_steps=1)
+    encoder = {k: v.clone() for k, v in train(s1, progress=False).encoder.state_dict().items()}
+    s2 = StageConfig(out=str(tmp_path / "s2"), data=str(qa_dir), stage=2, model={**TINY, "moe": "e2-top2"},
+                     init_encoder=str(tmp_path / "s1/checkpoint"), max_steps=1, batch_size=2, lr=1e-3, warmup_steps=1)
+    from threedmoe_ros.train.stage1 import build_model
+
+    model = build_model(s2)
+    assert all(torch.equal(v, encoder[k]) for k, v in model.encoder.state_dict().items())
+    assert any("router" in n for n, _ in model.named_parameters())
+    with pytest.raises(ValueError, match="init_encoder"):
+        StageConfig(out="x", data="y", init="a", init_encoder="b")
