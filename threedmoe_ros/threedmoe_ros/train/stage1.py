@@ -63,7 +63,8 @@ class StageConfig:
     grad_clip: float = 1.0
     seed: int = 0
     device: str = "cpu"
-    # Held-out qa.jsonl directory to score with greedy answers at the end (EM, BLEU, CIDEr, …).
+    # Held-out qa.jsonl directory to score with greedy answers at the end (EM, BLEU, CIDEr, …);
+    # with an external qa_format, an annotation file of that format (clouds from `scenes`).
     eval_data: str | None = None
     eval_items: int = 200
     # Kinds scored at the end (None: every kind); captions need more new tokens than short answers.
@@ -220,8 +221,13 @@ def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     model.save_pretrained(out / "checkpoint")
     if cfg.eval_data:
-        metrics = evaluate(model, cfg.eval_data, cfg.eval_items, cfg.max_new_tokens, cfg.eval_kinds,
-                           progress=progress)
+        if cfg.qa_format == "simulator":
+            eval_set = cfg.eval_data
+        else:  # an annotation file of the same set (e.g. ScanQA_v1.0_val.json), clouds from the same directory
+            from threedmoe_ros.data.external import load_qa
+
+            eval_set = load_qa(cfg.qa_format, cfg.eval_data, cfg.scenes)
+        metrics = evaluate(model, eval_set, cfg.eval_items, cfg.max_new_tokens, cfg.eval_kinds, progress=progress)
         (out / "eval.json").write_text(json.dumps(metrics, indent=2))
         print(json.dumps(metrics, indent=2))
     return model
@@ -246,7 +252,7 @@ def parse_args(stage: int, argv: list[str] | None = None) -> StageConfig:
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--warmup-steps", type=int, default=100)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--eval-data")
+    ap.add_argument("--eval-data", help="held-out qa.jsonl directory, or with --qa-format that set's val file")
     ap.add_argument("--eval-items", type=int, default=200)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     a = ap.parse_args(argv)

@@ -2,6 +2,14 @@
 
     python -m threedmoe_ros.train.stage2 --data data_out/qa --out runs/stage2 --init runs/stage1/checkpoint
 
+ScanQA, SQA3D or LEO-style annotations instead of simulator QA (formats in data/external.py):
+
+    python -m threedmoe_ros.train.stage2 --qa-format scanqa --qa-file ScanQA_v1.0_train.json
+        --scenes scannet_clouds/ --eval-data ScanQA_v1.0_val.json --init runs/stage1/checkpoint  (one line)
+
+Stage II of a different MoE preset (or dense) from one Stage I run: --init-encoder runs/stage1/checkpoint
+--moe e2-top2 (only the 3D encoder is taken from the checkpoint).
+
 The loop, options and outputs are Stage I's (train/stage1.py); only what is trained differs
 (ThreeDMoELLM.configure_stage(2): LoRA on attention and every expert, routers, the projection).
 """
