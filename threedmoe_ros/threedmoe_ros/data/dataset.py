@@ -11,7 +11,7 @@ here: the Pose-DiT trainer wraps this sequence in its own DataLoader.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -124,3 +124,41 @@ class EpisodeDataset(Sequence):
     def __iter__(self) -> Iterator[Sample]:
         for bag in self.episodes:
             yield from read_episode(bag)
+
+
+def thin_cloud(cloud: Cloud, max_points: int, rng: np.random.Generator) -> Cloud:
+    """At most max_points points, keeping every object point (label > 0) and thinning the table:
+    objects carry what a policy needs, and the table is most of a fused cloud."""
+    if len(cloud) <= max_points:
+        return cloud
+    if cloud.label is None:
+        return cloud.subset(np.sort(rng.choice(len(cloud), max_points, replace=False)))
+    objects = np.flatnonzero(cloud.label > 0)
+    table = np.flatnonzero(cloud.label <= 0)
+    keep = max(0, max_points - len(objects))
+    table = rng.choice(table, min(keep, len(table)), replace=False)
+    return cloud.subset(np.sort(np.concatenate([objects, table])))
+
+
+class InMemoryDataset(Sequence):
+    """Every sample of a dataset, decoded once and held in memory with thinned clouds.
+
+    Training visits samples in random order; reading one bag per sample from disk made that
+    I/O-bound. A fused cloud of ~30k points thinned to 4096 keeps ~60 MB per 1000 samples.
+    """
+
+    def __init__(self, source: Iterable[Sample], max_points: int = 4096, seed: int = 0, progress: bool = True):
+        rng = np.random.default_rng(seed)
+        items = source
+        if progress:
+            from tqdm import tqdm
+
+            items = tqdm(source, desc="loading samples", unit="sample", total=len(source) if hasattr(source, "__len__") else None)
+        self.samples = [Sample(thin_cloud(s.cloud, max_points, rng), s.instruction, s.plan, s.result, s.episode, s.step)
+                        for s in items]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.samples[i]

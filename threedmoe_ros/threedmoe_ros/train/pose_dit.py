@@ -69,6 +69,9 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     device: str = "cpu"
+    # Decode every episode once and keep samples in memory with clouds thinned to this many points
+    # (object points always kept); 0 reads bags on demand (slow: samples are drawn in random order).
+    cache_points: int = 4096
 
     def __post_init__(self) -> None:
         if self.data is None and self.synthetic <= 0:
@@ -192,6 +195,10 @@ def open_dataset(cfg: TrainConfig) -> Dataset:
     dataset = factory(path)
     if len(dataset) == 0:
         raise SystemExit(f"error: --data {path} holds no training samples")
+    if cfg.cache_points > 0:
+        from threedmoe_ros.data.dataset import InMemoryDataset
+
+        dataset = InMemoryDataset(dataset, max_points=cfg.cache_points, seed=cfg.seed)
     return dataset
 
 
