@@ -44,6 +44,23 @@ ENCODERS: dict[str, tuple[type, Callable[[Any], ConditionEncoder]]] = {
 }
 
 
+# Encoders registered on first use, so a policy with the light encoder never imports transformers.
+LAZY_ENCODERS = {"3dmoe": ("threedmoe_ros.models.mm_llm", "MMLLMConfig", "ThreeDMoELLM")}
+
+
+def encoder_entry(name: str) -> tuple[type, Callable[[Any], ConditionEncoder]]:
+    """(config class, encoder class) registered as `name`; ValueError naming the known ones."""
+    if name not in ENCODERS and name in LAZY_ENCODERS:
+        import importlib
+
+        module, config_class, encoder_class = LAZY_ENCODERS[name]
+        m = importlib.import_module(module)
+        register_encoder(name, getattr(m, config_class), getattr(m, encoder_class))
+    if name not in ENCODERS:
+        raise ValueError(f"PolicyConfig: unknown encoder {name!r}; registered: {sorted({*ENCODERS, *LAZY_ENCODERS})}")
+    return ENCODERS[name]
+
+
 def register_encoder(name: str, config_class: type, encoder_class: Callable[[Any], ConditionEncoder]) -> None:
     """Make `PolicyConfig(encoder=name, encoder_config={...})` build `encoder_class(config_class(**encoder_config))`."""
     ENCODERS[name] = (config_class, encoder_class)
@@ -82,8 +99,7 @@ class PolicyConfig:
                 f"PolicyConfig: head.pose_dim={self.head.pose_dim} but the {self.codec.rotation!r} pose encoding has "
                 f"d={self.codec.dim}; set head.pose_dim={self.codec.dim}"
             )
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"PolicyConfig: unknown encoder {self.encoder!r}; registered: {sorted(ENCODERS)}")
+        encoder_entry(self.encoder)  # raises ValueError naming the known encoders
         self.encoder_config_object()  # validates the fields
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"PolicyConfig: unknown scheduler {self.scheduler!r}; choose one of {sorted(SCHEDULERS)}")
@@ -92,7 +108,7 @@ class PolicyConfig:
             raise ValueError(f"PolicyConfig.max_instruction_chars must be a positive int, got {self.max_instruction_chars!r}")
 
     def encoder_config_object(self):
-        config_class = ENCODERS[self.encoder][0]
+        config_class = encoder_entry(self.encoder)[0]
         try:
             return config_class(**self.encoder_config)
         except TypeError as e:
@@ -129,7 +145,7 @@ class Policy(nn.Module):
         super().__init__()
         self.config = config = config or PolicyConfig()
         if encoder is None:
-            encoder = ENCODERS[config.encoder][1](config.encoder_config_object())
+            encoder = encoder_entry(config.encoder)[1](config.encoder_config_object())
         if encoder.cond_dim != config.head.cond_dim:
             raise ValueError(
                 f"the {config.encoder!r} encoder emits {encoder.cond_dim}-d tokens but head.cond_dim={config.head.cond_dim}; "
@@ -140,7 +156,8 @@ class Policy(nn.Module):
         self.codec = PoseCodec(config.codec)
         self.scheduler = make_scheduler(config.scheduler, **config.scheduler_config)
         # Optional question answerer (the 3D-MoE LLM): a callable (cloud, question) -> str.
-        self.answerer: Callable[[Cloud, str], str] | None = None
+        # The 3D-MoE LLM answers questions itself; the light encoder has no language model.
+        self.answerer: Callable[[Cloud, str], str] | None = getattr(encoder, "answer", None)
         # What plans are stamped with (PickPlacePlan.model_id): the checkpoint directory once loaded.
         self.model_id = "untrained"
         self._frozen_head: FrozenPoseDiT | None = None  # see optimize_for_inference
@@ -243,14 +260,15 @@ class Policy(nn.Module):
     # ----- checkpoints --------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:
         """Write config.json and model.safetensors into directory `path` (created if needed)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save_model
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         # Write to a temporary name and rename, so a crash mid-save never leaves a torn checkpoint.
+        # save_model (not save_file) stores tensors shared inside the model once: the 3D-MoE
+        # encoder's experts share one frozen weight and its embeddings are tied.
         tmp = path / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt"})
+        save_model(self, str(tmp), metadata={"format": "pt"})
         tmp.replace(path / WEIGHTS_NAME)
         (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         return path
@@ -259,7 +277,7 @@ class Policy(nn.Module):
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "Policy":
         """Load a directory written by save_pretrained. Raises CheckpointError naming what is wrong."""
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file, load_model
 
         path = Path(path)
         hint = "train one with `python -m threedmoe_ros.train.pose_dit --data DIR --out DIR` or pass the directory that holds it"
@@ -274,12 +292,12 @@ class Policy(nn.Module):
         except (json.JSONDecodeError, TypeError, ValueError) as e:
             raise CheckpointError(f"{config_file} is not a valid policy config ({e}); re-save the checkpoint or retrain") from None
         try:
-            state = load_file(str(weights_file), device=str(map_location))
+            load_file(str(weights_file), device="cpu")  # reads every tensor: a torn file fails here
         except (SafetensorError, OSError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{weights_file} is corrupt or not a safetensors file ({e}); copy it again or retrain") from None
         policy = cls(config)
         try:
-            policy.load_state_dict(state, strict=True)
+            load_model(policy, str(weights_file), strict=True)
         except RuntimeError as e:
             raise CheckpointError(f"{weights_file} does not match {config_file}: {e}") from None
         policy.model_id = path.resolve().name

@@ -235,3 +235,26 @@ def test_frozen_head_plans_like_the_eager_one(scene):
             assert np.allclose(eager, fast, atol=1e-5)
     policy.train()
     assert policy._frozen_head is None
+
+
+def test_3dmoe_policy_saves_loads_and_answers(tmp_path):
+    """A policy whose condition comes from the (tiny) 3D-MoE LLM round-trips through its checkpoint,
+    though the LLM's experts share one frozen weight, and answers questions through the facade."""
+    import numpy as np
+
+    from threedmoe_ros.models.pose_dit import PoseDiTConfig
+    from threedmoe_ros.policy import Policy, PolicyConfig
+    from threedmoe_ros.types import Cloud
+
+    from threedmoe_ros.models.mm_llm import MMLLMConfig, ThreeDMoELLM
+
+    encoder_config = {"llm": "tiny", "moe": "e2-top2"}
+    dim = ThreeDMoELLM(MMLLMConfig(**encoder_config)).cond_dim
+    policy = Policy(PolicyConfig(encoder="3dmoe", encoder_config=encoder_config, head=PoseDiTConfig(cond_dim=dim)))
+    rng = np.random.default_rng(0)
+    label = np.repeat([0, 1, 2], 200)
+    cloud = Cloud(rng.uniform(0, 1, (600, 3)) * [0.5, 1, 0.05] + [0.25, -0.5, 0], rng.integers(0, 255, (600, 3)), label)
+    before = policy.plan(cloud, "stack the blocks", seed=3).valid_prob
+    loaded = Policy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt"))
+    np.testing.assert_allclose(loaded.plan(cloud, "stack the blocks", seed=3).valid_prob, before, atol=1e-5)
+    assert isinstance(loaded.answer(cloud, "how many blocks are there?"), str)
