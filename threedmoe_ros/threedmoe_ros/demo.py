@@ -3,7 +3,7 @@
     python -m threedmoe_ros.demo [--episodes N] [--out runs/demo]      (what `make demo` runs)
 
 Starts the sim_eval profile (sim bridge, policy node, evaluator) as separate processes over DDS
-on loopback, runs Zone, Bowl and Stacking episodes on held-out seeds and colours, and ends by
+on loopback, runs Zone, Bowl and Stacking episodes on held-out (test-split) seeds, and ends by
 printing the success table (also written as JSON, markdown and PNG under --out).
 """
 

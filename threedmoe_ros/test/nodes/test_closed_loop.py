@@ -32,7 +32,7 @@ def test_bringup_sim_eval_completes_episodes_and_reports(ros_env, tmp_path):
     record = json.loads((out / "success.json").read_text())
     episodes = record["episodes"]
     assert sorted(e["task"] for e in episodes) == sorted(tasks)
-    assert all(e["unseen_colors"] and e["seed"] >= 2_000_000 for e in episodes)  # held-out seeds and colours
+    assert all(e["seed"] >= 2_000_000 for e in episodes)  # held-out (test-split) seeds
     assert all(e["reason"] in {"success", "step_limit", "primitive_failed", "invalid_plan", "timeout", "aborted"}
                for e in episodes)
     # Plans crossed DDS and were executed in the simulator.

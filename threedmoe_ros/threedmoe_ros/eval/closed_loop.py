@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     checkpoint = args.checkpoint or str(DEFAULT_POLICY)
     try:
-        policy = Policy.from_pretrained(checkpoint)
+        policy = Policy.from_pretrained(checkpoint).optimize_for_inference()
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -80,6 +80,7 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("dtype", "float32", doc("float32, float16 or bfloat16"))
         self.declare_parameter("torch_threads", 1, doc(
             "CPU threads for torch (0 = torch's default); one is fastest for a small head beside ROS's own threads"))
+        self.declare_parameter("optimize", True, doc("plan with a TorchScript-frozen copy of the head (same plans, ~1.5x faster)"))
         self.declare_parameter("sampling_steps", 4, doc("rectified-flow Euler steps (0 = the checkpoint's default)"))
         self.declare_parameter("horizon", 0, doc("most steps a published plan holds (0 = the model's horizon)"))
         self.declare_parameter("steps_per_plan", 0, doc("steps of each plan to publish for execution before re-planning (0 = all)"))
@@ -110,7 +111,7 @@ class PolicyNode(LifecycleNode):
         from threedmoe_ros.checkpoints import DEFAULT_POLICY
         from threedmoe_ros.policy import Policy
 
-        p = {n: self.get_parameter(n).value for n in ("checkpoint", "device", "dtype", "torch_threads", "sampling_steps", "horizon",
+        p = {n: self.get_parameter(n).value for n in ("checkpoint", "device", "dtype", "torch_threads", "optimize", "sampling_steps", "horizon",
                                                       "steps_per_plan", "seed", "points_qos", "frames", "max_points",
                                                       "max_instruction_chars", "model_id")}
         self.params = p
@@ -123,6 +124,8 @@ class PolicyNode(LifecycleNode):
             dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[p["dtype"]]
             policy = Policy.from_pretrained(path, map_location=p["device"])
             self.policy = policy.to(dtype=dtype) if dtype != torch.float32 else policy
+            if p["optimize"]:
+                self.policy.optimize_for_inference()
         except KeyError:
             self.get_logger().error(f"dtype {p['dtype']!r} is not one of float32, float16, bfloat16")
             return TransitionCallbackReturn.FAILURE
