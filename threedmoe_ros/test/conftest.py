@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from threedmoe_ros.rosenv import MAX_DOMAIN_ID, localhost_env
+# One torch thread in this process and in every node it starts: the models under test are small,
+# and on a 2-core machine OpenMP threads spin against each other and against the DDS nodes.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from threedmoe_ros.rosenv import MAX_DOMAIN_ID, localhost_env  # noqa: E402
 
 # Module level, so even a test that forgets the fixture cannot multicast on a real interface.
 os.environ.update(localhost_env(1 + os.getpid() % MAX_DOMAIN_ID))
