@@ -31,10 +31,12 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from geometry_msgs.msg import PoseArray
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 from threedmoe_msgs.action import ExecuteInstruction
 from threedmoe_msgs.msg import EpisodeResult, InputStatus, PickPlacePlan
+from visualization_msgs.msg import MarkerArray
 
 from threedmoe_ros.data.pointcloud2 import CloudError
 from threedmoe_ros.nodes import common
@@ -111,10 +113,10 @@ class PolicyNode(LifecycleNode):
         from threedmoe_ros.checkpoints import DEFAULT_POLICY
         from threedmoe_ros.policy import Policy
 
-        p = {n: self.get_parameter(n).value for n in ("checkpoint", "device", "dtype", "torch_threads", "optimize", "sampling_steps", "horizon",
-                                                      "steps_per_plan", "seed", "points_qos", "frames", "max_points",
-                                                      "max_instruction_chars", "model_id")}
-        self.params = p
+        p = self.params = {name: param.value for name, param in self.get_parameters_by_prefix("").items()}
+        if p["points_qos"] not in POINTS_QOS:
+            self.get_logger().error(f"points_qos {p['points_qos']!r} is not one of {sorted(POINTS_QOS)}")
+            return TransitionCallbackReturn.FAILURE
         path = p["checkpoint"] or str(DEFAULT_POLICY)
         try:
             import torch
@@ -135,15 +137,9 @@ class PolicyNode(LifecycleNode):
         self.model_id = p["model_id"] or path.rstrip("/").split("/")[-1]
         self.get_logger().info(f"loaded policy {path} on {p['device']} ({p['dtype']})")
 
-        if p["points_qos"] not in POINTS_QOS:
-            self.get_logger().error(f"points_qos {p['points_qos']!r} is not one of {sorted(POINTS_QOS)}")
-            return TransitionCallbackReturn.FAILURE
         infer_group = MutuallyExclusiveCallbackGroup()
         io_group = ReentrantCallbackGroup()
         self.plan_pub = self.create_lifecycle_publisher(PickPlacePlan, "pick_place_plan", LATCHED)
-        from geometry_msgs.msg import PoseArray
-        from visualization_msgs.msg import MarkerArray
-
         self.poses_pub = self.create_lifecycle_publisher(PoseArray, "pick_place_poses", 10)
         self.markers_pub = self.create_lifecycle_publisher(MarkerArray, "pick_place_markers", 10)
         self.answer_pub = self.create_lifecycle_publisher(String, "answer", 10)

@@ -67,9 +67,7 @@ class SimBridgeNode(Node):
         self.declare_parameter("start_delay_s", 1.0, doc("wait before the first episode, for subscribers to connect"))
         self.declare_parameter("wait_for_subscribers", ["points"], doc("topics that must have a subscriber before starting"))
         self.declare_parameter("exit_when_done", True, doc("shut down after the last episode"))
-        p = {n: self.get_parameter(n).value for n in (
-            "mode", "tasks", "seed_start", "episodes", "colors", "steps_per_plan", "plan_timeout_s", "resend_s", "camera_width",
-            "camera_height", "frame_id", "start_delay_s", "wait_for_subscribers", "exit_when_done")}
+        p = {name: param.value for name, param in self.get_parameters_by_prefix("").items()}
         if p["mode"] not in MODES:
             raise ValueError(f"parameter mode={p['mode']!r} is not one of {MODES}")
         self.params = p
