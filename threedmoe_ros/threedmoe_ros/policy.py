@@ -30,6 +30,7 @@ from torch import nn
 from threedmoe_ros.models.condition import ConditionEncoder
 from threedmoe_ros.models.light_encoder import LightConditionEncoder, LightEncoderConfig
 from threedmoe_ros.models.pose_codec import PoseCodec, PoseCodecConfig
+from threedmoe_ros.models.refine import refine_plan
 from threedmoe_ros.models.pose_dit import FrozenPoseDiT, PoseDiT, PoseDiTConfig
 from threedmoe_ros.models.schedulers import SCHEDULERS, make_scheduler
 from threedmoe_ros.types import Cloud
@@ -205,9 +206,11 @@ class Policy(nn.Module):
         return self.codec.decode(x), torch.sigmoid(logit)
 
     @torch.no_grad()
-    def plan(self, cloud: Cloud, instruction: str, steps: int | None = None, seed: int | None = None) -> PlanResult:
+    def plan(self, cloud: Cloud, instruction: str, steps: int | None = None, seed: int | None = None,
+             refine: bool = False) -> PlanResult:
         """Sample a pick-and-place plan. `seed` makes the plan reproducible; without it the policy's
-        own generator advances. Raises ValueError on input a caller should have caught."""
+        own generator advances. `refine` snaps positions onto the objects of a labelled cloud
+        (models/refine.py). Raises ValueError on input a caller should have caught."""
         self._check_inputs(cloud, instruction, steps)
         steps = steps or self.scheduler.num_inference_steps
         generator = torch.Generator().manual_seed(seed) if seed is not None else self._generator
@@ -221,7 +224,9 @@ class Policy(nn.Module):
         # Keep the steps before the first invalid one: a plan is a prefix, never a plan with holes.
         invalid = np.flatnonzero(valid_prob <= 0.5)
         n = int(invalid[0]) if len(invalid) else len(valid_prob)
-        return PlanResult(poses[:n], valid_prob, steps, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t2 - t0) * 1e3)
+        poses = refine_plan(poses[:n], cloud) if refine else poses[:n]
+        t3 = time.perf_counter()
+        return PlanResult(poses, valid_prob, steps, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t0) * 1e3)
 
     def answer(self, cloud: Cloud, question: str) -> str:
         """Answer a question about the scene with the 3D-MoE LLM (attach one as `policy.answerer`)."""

@@ -21,12 +21,14 @@ from threedmoe_ros.eval.report import markdown, write_report
 from threedmoe_ros.types import EpisodeOutcome
 
 
-def run_episode(env, policy, seed: int, k: int, sampling_steps: int, plan_seed: int) -> tuple[EpisodeOutcome, list[float]]:
+def run_episode(env, policy, seed: int, k: int, sampling_steps: int, plan_seed: int,
+                refine: bool = False) -> tuple[EpisodeOutcome, list[float]]:
     """One closed-loop episode; returns its outcome and the policy's plan times (ms)."""
     obs, _ = env.reset(seed)
     times = []
     while True:
-        result = policy.plan(obs["cloud"], obs["instruction"], steps=sampling_steps, seed=plan_seed + len(times))
+        result = policy.plan(obs["cloud"], obs["instruction"], steps=sampling_steps, seed=plan_seed + len(times),
+                             refine=refine)
         times.append(result.total_ms)
         obs, _, terminated, truncated, info = env.step(result.poses[:k] if k > 0 else result.poses)
         if terminated or truncated:
@@ -34,7 +36,7 @@ def run_episode(env, policy, seed: int, k: int, sampling_steps: int, plan_seed: 
 
 
 def evaluate(policy, tasks: list[str], episodes: int, colors: list[str], k: int, sampling_steps: int,
-             resolution: tuple[int, int] = (320, 240), progress: bool = True) -> tuple[list[EpisodeOutcome], list[float]]:
+             resolution: tuple[int, int] = (320, 240), refine: bool = False, progress: bool = True) -> tuple[list[EpisodeOutcome], list[float]]:
     from tqdm import tqdm
 
     from threedmoe_ros.sim.cameras import default_cameras
@@ -48,7 +50,7 @@ def evaluate(policy, tasks: list[str], episodes: int, colors: list[str], k: int,
             config = EnvConfig(task=task, unseen_colors=color == "unseen", cameras=default_cameras(*resolution))
             with TabletopEnv(config) as env:
                 for i in range(episodes):
-                    outcome, t = run_episode(env, policy, seed_for("test", i), k, sampling_steps, plan_seed=i)
+                    outcome, t = run_episode(env, policy, seed_for("test", i), k, sampling_steps, plan_seed=i, refine=refine)
                     outcomes.append(outcome)
                     times += t
                     bar.update(1)
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=1, help="plan steps executed before re-planning (0 = all)")
     parser.add_argument("--sampling-steps", type=int, nargs="+", default=[4], help="rectified-flow steps (one run each)")
     parser.add_argument("--resolution", default="320x240")
+    parser.add_argument("--refine", action="store_true", help="snap plan positions onto observed objects (models/refine.py)")
     parser.add_argument("--out", type=Path, default=Path("runs/eval_closed_loop"))
     args = parser.parse_args(argv)
 
@@ -99,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     summary = {"checkpoint": checkpoint, "tasks": list(dict.fromkeys(tasks)), "episodes": args.episodes,
-               "colors": args.colors, "k": args.k, "runs": {}}
+               "colors": args.colors, "k": args.k, "refine": args.refine, "runs": {}}
     for steps in args.sampling_steps:
         t0 = time.perf_counter()
-        outcomes, times = evaluate(policy, summary["tasks"], args.episodes, args.colors, args.k, steps, resolution)
-        title = f"Closed-loop success, rectified flow {steps} step{'s' if steps > 1 else ''}"
+        outcomes, times = evaluate(policy, summary["tasks"], args.episodes, args.colors, args.k, steps, resolution,
+                                   refine=args.refine)
+        title = f"Closed-loop success, rectified flow {steps} step{'s' if steps > 1 else ''}{', refined' if args.refine else ''}"
         table = write_report(outcomes, args.out / f"steps_{steps}", title,
                              meta={"checkpoint": checkpoint, "k": args.k, "sampling_steps": steps})
         print(markdown(table, title))

@@ -84,6 +84,7 @@ class PolicyNode(LifecycleNode):
             "CPU threads for torch (0 = torch's default); one is fastest for a small head beside ROS's own threads"))
         self.declare_parameter("optimize", True, doc("plan with a TorchScript-frozen copy of the head (same plans, ~1.5x faster)"))
         self.declare_parameter("sampling_steps", 4, doc("rectified-flow Euler steps (0 = the checkpoint's default)"))
+        self.declare_parameter("refine", False, doc("snap plan positions onto the objects of a labelled cloud (models/refine.py)"))
         self.declare_parameter("horizon", 0, doc("most steps a published plan holds (0 = the model's horizon)"))
         self.declare_parameter("steps_per_plan", 0, doc("steps of each plan to publish for execution before re-planning (0 = all)"))
         self.declare_parameter("seed", -1, doc("sampling seed per plan (-1 = the policy's own generator)"))
@@ -264,7 +265,7 @@ class PolicyNode(LifecycleNode):
         seed = self.params["seed"]
         try:
             result = self.policy.plan(cloud, instruction, steps=self.params["sampling_steps"] or None,
-                                      seed=None if seed < 0 else seed)
+                                      seed=None if seed < 0 else seed, refine=self.params["refine"])
         except ValueError as exc:
             self._reject("points", str(exc))
             return
