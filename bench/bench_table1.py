@@ -67,12 +67,12 @@ def blind_prior(train: QADataset, test: QADataset) -> dict:
 
     from threedmoe_ros.eval.qa_metrics import qa_metrics
 
-    by_text, by_kind = defaultdict(Counter), defaultdict(Counter)
+    by_text, per_kind = defaultdict(Counter), defaultdict(Counter)
     for it in train.items:
         by_text[it["question"]][it["answer"]] += 1
-        by_kind[it["kind"]][it["answer"]] += 1
-    preds = [(by_text.get(it["question"]) or by_kind[it["kind"]]).most_common(1)[0][0] for it in test.items]
-    return with_standard_error(qa_metrics(preds, [[it["answer"]] for it in test.items]))
+        per_kind[it["kind"]][it["answer"]] += 1
+    preds = [(by_text.get(it["question"]) or per_kind[it["kind"]]).most_common(1)[0][0] for it in test.items]
+    return by_kind(with_standard_error(qa_metrics(preds, [[it["answer"]] for it in test.items])), preds, test)
 
 
 def stage(cfg: StageConfig) -> dict:
@@ -87,9 +87,42 @@ def scored(model_dir: Path, test: QADataset, args) -> dict:
     from threedmoe_ros.models.mm_llm import ThreeDMoELLM
 
     model = ThreeDMoELLM.from_pretrained(model_dir)
-    metrics = evaluate(model, test, len(test), args.max_new_tokens, samples=5)
+    metrics = evaluate(model, test, len(test), args.max_new_tokens, samples=len(test))
     metrics["answers_per_s"] = round(metrics["count"] / metrics["answer_seconds"], 2)
-    return with_standard_error(metrics)
+    predictions = [s["prediction"] for s in metrics.pop("samples")]
+    (model_dir.parent / "predictions.json").write_text(json.dumps(predictions, indent=1))
+    return by_kind(with_standard_error(metrics), predictions, test, samples=5)
+
+
+def by_kind(metrics: dict, predictions: list[str], test: QADataset, samples: int = 0) -> dict:
+    """EM@1 per question kind (which kinds read the scene, which a prior answers), and per-item
+    correctness for the paired comparison of variants."""
+    from collections import defaultdict
+
+    from threedmoe_ros.eval.qa_metrics import exact_match
+
+    right = [exact_match(p, [it["answer"]]) for p, it in zip(predictions, test.items)]
+    kinds: dict[str, list[bool]] = defaultdict(list)
+    for ok, it in zip(right, test.items):
+        kinds[it["kind"]].append(ok)
+    metrics["EM@1_by_kind"] = {k: {"EM@1": round(100 * sum(v) / len(v), 1), "n": len(v)} for k, v in sorted(kinds.items())}
+    metrics["correct"] = "".join("1" if ok else "0" for ok in right)
+    if samples:
+        metrics["samples"] = [{"question": it["question"], "prediction": p, "answer": it["answer"]}
+                              for p, it in list(zip(predictions, test.items))[:samples]]
+    return metrics
+
+
+def mcnemar(a: str, b: str) -> dict:
+    """Paired comparison on the same questions: how many only a gets right, only b, and the exact
+    two-sided McNemar p-value (binomial on the discordant pairs)."""
+    from math import comb
+
+    only_a = sum(x == "1" and y == "0" for x, y in zip(a, b))
+    only_b = sum(x == "0" and y == "1" for x, y in zip(a, b))
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return {"only_first_right": only_a, "only_second_right": only_b, "p_value": round(p, 3)}
 
 
 def with_standard_error(metrics: dict) -> dict:
@@ -160,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads; 1 on a shared machine")
     ap.add_argument("--work", type=Path, default=Path("runs/table1"))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "table1.json")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score the checkpoints of a finished run in --work again, keeping --out's training records")
     args = ap.parse_args(argv)
+    previous = json.loads(args.out.read_text()) if args.rescore else None
     torch.set_num_threads(args.threads)
 
     train_seeds, test_seeds = _seed_range(args.train_seeds), _seed_range(args.test_seeds)
@@ -187,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
                  "test_scenes": len(test_seeds) * len(args.tasks), "test_questions": len(test),
                  "generate_s": round(gen_train_s + gen_test_s, 1)},
         "blind_prior": blind_prior(QADataset(train_dir, kinds=QA_KINDS), test),
-        "stage1": stage(s1),
+        "stage1": previous["stage1"] if previous else stage(s1),
     }
+    if previous:
+        result["machine"]["load_average_at_start"] = previous["machine"]["load_average_at_start"]
     t0 = time.perf_counter()
     result["before_stage2"] = scored(Path(s1.out) / "checkpoint", test, args)
     result["before_stage2"]["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -198,18 +236,28 @@ def main(argv: list[str] | None = None) -> int:
         cfg = StageConfig(out=str(args.work / f"stage2_{name}"), data=str(train_dir), stage=2,
                           model={"llm": args.llm, "moe": VARIANTS[name]}, init_encoder=str(Path(s1.out) / "checkpoint"),
                           kinds=QA_KINDS, max_steps=args.stage2_steps, lr=args.stage2_lr, **common)
-        v = {"train": stage(cfg)}
+        v = {"train": previous["variants"][name]["train"] if previous else stage(cfg)}
         t0 = time.perf_counter()
         v["after"] = scored(Path(cfg.out) / "checkpoint", test, args)
         v["after"]["wall_s"] = round(time.perf_counter() - t0, 1)
+        v["vs_dense"] = mcnemar(v["after"]["correct"], result["variants"]["dense"]["after"]["correct"]) \
+            if "dense" in result["variants"] else None
         result["variants"][name] = v
         args.out.write_text(json.dumps(result, indent=2))  # partial results survive an interrupted run
-    result["total_wall_s"] = round(time.perf_counter() - t_start, 1)
+    result["total_wall_s"] = previous["total_wall_s"] if previous else round(time.perf_counter() - t_start, 1)
     result["machine"]["load_average_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     plot(result, args.out.with_suffix(".png"))
     print(table(result))
+    kinds = list(result["blind_prior"]["EM@1_by_kind"])
+    print("EM@1 by kind   " + "".join(f"{k:>10}" for k in kinds))
+    for name, row in [("prior", result["blind_prior"]), ("stage I", result["before_stage2"])] + \
+            [(n, v["after"]) for n, v in result["variants"].items()]:
+        print(f"{name:<15}" + "".join(f"{row['EM@1_by_kind'][k]['EM@1']:10.1f}" for k in kinds))
+    for name, v in result["variants"].items():
+        if v.get("vs_dense"):
+            print(f"{name} vs dense (same questions): {v['vs_dense']}")
     print(f"total {result['total_wall_s']:.0f} s → {args.out}, {args.out.with_suffix('.png')}")
     return 0
 
