@@ -37,7 +37,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
     ],
-    package_data={PACKAGE: ["assets/*", "checkpoints/**/*"]},
+    package_data={PACKAGE: ["checkpoints/*/*"]},  # the embedded default policy
     include_package_data=True,
     install_requires=["setuptools"],
     zip_safe=True,
