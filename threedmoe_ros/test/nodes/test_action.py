@@ -61,14 +61,14 @@ def test_sim_bridge_drives_episodes_through_the_action(rclpy_context, start_node
     policy = start_node("policy_node", {"checkpoint": str(DEFAULT_POLICY), "seed": 0}, "policy")
     io = RosIO(rclpy_context)
     bridge = start_node("sim_bridge_node", {
-        "mode": "action", "tasks": ["put-block-in-zone"], "colors": ["unseen"], "episodes": 1,
+        "mode": "action", "tasks": ["put-block-in-zone"], "colors": ["seen"], "episodes": 1, "plan_timeout_s": 120.0,
         "wait_for_subscribers": ["points", "episode_result"],
     }, "sim_bridge")
     try:
         assert io.spin_until(lambda: io.results, 300), f"{bridge.log}\n{policy.log}"
         result = io.results[0]
         assert result.task == "put-block-in-zone" and result.reason != "aborted", result
-        assert result.steps_taken > 0, bridge.log
+        assert result.steps_taken > 0, f"{bridge.log}\n{policy.log}"
         assert bridge.wait(timeout=60) == 0
     finally:
         io.close()

@@ -129,6 +129,7 @@ class PolicyNode(LifecycleNode):
             self.policy = policy.to(dtype=dtype) if dtype != torch.float32 else policy
             if p["optimize"]:
                 self.policy.optimize_for_inference()
+            self._warm_up()
         except KeyError:
             self.get_logger().error(f"dtype {p['dtype']!r} is not one of float32, float16, bfloat16")
             return TransitionCallbackReturn.FAILURE
@@ -158,6 +159,17 @@ class PolicyNode(LifecycleNode):
             callback_group=ReentrantCallbackGroup(),
         )
         return TransitionCallbackReturn.SUCCESS
+
+    def _warm_up(self) -> None:
+        """Plan twice on a synthetic scene, so the first real cloud does not pay for lazy
+        initialisation (TorchScript profiles its first calls; allocators warm up)."""
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        xyz = np.c_[rng.uniform(0.3, 0.7, 512), rng.uniform(-0.4, 0.4, 512), rng.uniform(0, 0.04, 512)]
+        cloud = Cloud(xyz, np.full((512, 3), 128), np.repeat([0, 1], 256))
+        for _ in range(2):
+            self.policy.plan(cloud, "put the red block in the green zone", seed=0)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True
