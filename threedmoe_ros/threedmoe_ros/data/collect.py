@@ -117,7 +117,7 @@ def _run(job: Job) -> tuple[Job, str, bool]:
 
 
 def parse_args(argv: list[str] | None):
-    from threedmoe_ros.sim.tasks import FAMILIES, TASKS
+    from threedmoe_ros.sim.tasks import FAMILIES, resolve_tasks
 
     parser = argparse.ArgumentParser(prog="python -m threedmoe_ros.data.collect",
                                      description="Collect oracle demonstrations as rosbag2 (mcap) episodes.")
@@ -132,17 +132,10 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--resolution", default="320x240", help="camera image WxH (default 320x240)")
     args = parser.parse_args(argv)
 
-    tasks: list[str] = []
-    for name in args.tasks:
-        if name == "all":
-            tasks += list(TASKS)
-        elif name in FAMILIES:
-            tasks += [t for t, task in TASKS.items() if task.family == name]
-        elif name in TASKS:
-            tasks.append(name)
-        else:
-            parser.error(f"unknown task or family '{name}'; tasks: {', '.join(TASKS)}; families: {', '.join(FAMILIES)}")
-    args.tasks = list(dict.fromkeys(tasks))
+    try:
+        args.tasks = resolve_tasks(args.tasks)
+    except ValueError as e:
+        parser.error(str(e))
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     if args.first < 0 or args.first + args.episodes > SPLIT_SIZE:

@@ -60,7 +60,7 @@ def evaluate(policy, tasks: list[str], episodes: int, colors: list[str], k: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from threedmoe_ros.sim.tasks import FAMILIES, TASKS
+    from threedmoe_ros.sim.tasks import resolve_tasks
 
     parser = argparse.ArgumentParser(prog="python -m threedmoe_ros.eval.closed_loop", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None, help="policy checkpoint directory (default: the embedded default)")
@@ -74,14 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/eval_closed_loop"))
     args = parser.parse_args(argv)
 
-    tasks: list[str] = []
-    for name in args.tasks:
-        if name in FAMILIES:
-            tasks += [t for t, task in TASKS.items() if task.family == name]
-        elif name in TASKS:
-            tasks.append(name)
-        else:
-            parser.error(f"unknown task or family '{name}'; families: {', '.join(FAMILIES)}")
+    try:
+        tasks = resolve_tasks(args.tasks)
+    except ValueError as e:
+        parser.error(str(e))
     if args.episodes < 1 or args.k < 0 or min(args.sampling_steps) < 1:
         parser.error("--episodes and --sampling-steps must be >= 1, --k >= 0")
     try:
@@ -101,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    summary = {"checkpoint": checkpoint, "tasks": list(dict.fromkeys(tasks)), "episodes": args.episodes,
+    summary = {"checkpoint": checkpoint, "tasks": tasks, "episodes": args.episodes,
                "colors": args.colors, "k": args.k, "refine": args.refine, "runs": {}}
     for steps in args.sampling_steps:
         t0 = time.perf_counter()

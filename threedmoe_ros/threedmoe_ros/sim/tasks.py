@@ -443,3 +443,18 @@ def get_task(name: str) -> Task:
 
 def tasks_in_family(family: str) -> list[str]:
     return [n for n, t in TASKS.items() if t.family == family]
+
+
+def resolve_tasks(names: list[str]) -> list[str]:
+    """Task names, family names or 'all' → task names in order, without repeats; ValueError naming an unknown one."""
+    tasks: list[str] = []
+    for name in names:
+        if name == "all":
+            tasks += list(TASKS)
+        elif name in FAMILIES:
+            tasks += tasks_in_family(name)
+        elif name in TASKS:
+            tasks.append(name)
+        else:
+            raise ValueError(f"unknown task or family '{name}'; tasks: {', '.join(TASKS)}; families: {', '.join(FAMILIES)}")
+    return list(dict.fromkeys(tasks))
