@@ -24,6 +24,7 @@ from torch import nn
 
 from threedmoe_ros.models.condition import ConditionEncoder
 from threedmoe_ros.types import Cloud
+from threedmoe_ros.workspace import WORKSPACE_CENTER, WORKSPACE_HALF
 
 _WORD = re.compile(r"[a-z0-9]+")
 N_OBJECT_FEATURES = 12  # centroid 3, extent 3, mean rgb 3, log count 1, 4-fold orientation 2
@@ -44,8 +45,8 @@ class LightEncoderConfig:
     min_height: float = 0.005
     grid_cells: int = 8
     # Where positions are centred and scaled before the MLP (the workspace centre and half-size).
-    center: tuple[float, float, float] = (0.5, 0.0, 0.15)
-    scale: tuple[float, float, float] = (0.25, 0.5, 0.15)
+    center: tuple[float, float, float] = WORKSPACE_CENTER
+    scale: tuple[float, float, float] = WORKSPACE_HALF
 
     def __post_init__(self) -> None:
         for name in ("dim", "layers", "heads", "vocab_size", "max_words", "max_objects", "grid_cells"):

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from threedmoe_ros.workspace import WORKSPACE_HIGH, WORKSPACE_LOW
+
 ROTATIONS = {"yaw": 2, "euler": 3}  # rotation encoding → number of rotation channels
 
 
@@ -42,8 +44,8 @@ class PoseCodecConfig:
 
     # Workspace box in the world frame (metres): positions map linearly onto [−1, 1].
     # Default: the tabletop in front of the robot base (LoHoRavens' 0.5 m × 1 m area, 0.3 m high).
-    low: tuple[float, float, float] = (0.25, -0.5, 0.0)
-    high: tuple[float, float, float] = (0.75, 0.5, 0.3)
+    low: tuple[float, float, float] = WORKSPACE_LOW
+    high: tuple[float, float, float] = WORKSPACE_HIGH
     # "yaw" (SE(2), continuous, default) or "euler" (roll/pitch/yaw, the paper's d=6).
     rotation: str = "yaw"
     # k in (cos kψ, sin kψ): the order of the objects' rotational symmetry (4 = square blocks).

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pybullet as p
 
-# Workspace of LoHoRavens / Ravens, metres, world frame.
-WORKSPACE = np.array([[0.25, 0.75], [-0.5, 0.5], [0.0, 0.3]])
+from threedmoe_ros.workspace import WORKSPACE  # noqa: F401  (re-exported: the sim crops to it)
 
 # Colours (RGB 0..1). The split follows CLIPort: episodes with seen colours draw from TRAIN_COLORS,
 # unseen ones from EVAL_COLORS; four of the eval colours never appear in training.
