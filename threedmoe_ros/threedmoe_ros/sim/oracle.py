@@ -1,6 +1,7 @@
 """The oracle: plans the remaining pick-and-place steps from the current state.
 
-It walks the episode's goals in order on a copy of the object poses, so a multi-step plan is
+It walks the episode's goals in their canonical order for the current state (Episode.goals_now:
+interchangeable objects in reading order, so every state has one right next step) on a copy of the object poses, so a multi-step plan is
 consistent (the second block goes on where the first one will be). Before it picks a block it
 moves away whatever rests on it (hidden blocks), and before it stacks onto a block it clears it.
 Poses it emits are SE(2): tool pointing down, yaw only.
@@ -136,7 +137,7 @@ class _Planner:
 def oracle_plan(scene: Scene, episode: Episode) -> np.ndarray:
     """Remaining steps, (T, 2, 7), to finish `episode` from the scene's current state (T = 0: done)."""
     planner = _Planner(scene, episode)
-    for goal in episode.goals:
+    for goal in episode.goals_now(planner.objects, planner.poses):
         planner.achieve(goal)
     return np.stack(planner.steps) if planner.steps else np.zeros((0, 2, 7))
 

@@ -13,6 +13,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 
 from threedmoe_ros.sim import assets
 from threedmoe_ros.sim.assets import Object
@@ -36,6 +37,55 @@ class Episode:
     """Fraction of the task done, in [0, 1]; 1 means success."""
     keep_out: list[Region] = field(default_factory=list)
     """Where the oracle must not park a block it moves out of the way (goal zones and areas)."""
+    order: Callable[[list[Object], list[Pose2]], list[Goal]] | None = None
+    """The goals in canonical order for the current state, where the task lets objects be
+    interchangeable or goals come in any order (see `reading_order`); None: `goals` as they are."""
+
+    def goals_now(self, objects: list[Object], poses: list[Pose2]) -> list[Goal]:
+        """What the oracle achieves, in order, from the state `poses`: one right next step for every state."""
+        return self.goals if self.order is None else self.order(objects, poses)
+
+
+def reading_order(indices: list[int], poses: list[Pose2]) -> list[int]:
+    """The canonical order of interchangeable objects: left to right in the top-down image
+    (descending y, to the millimetre), nearer the robot first (ascending x) on a tie.
+
+    Demonstrations must have one right next step: when three red blocks may go to the zone in any
+    order, the oracle used to take them in the order the scene created them, which no observation
+    shows, and a policy trained on that averaged between blocks. Reading order is a function of
+    the positions the cloud shows, so a policy can learn it.
+    """
+    return sorted(indices, key=lambda i: (-round(float(poses[i].position[1]), 3), float(poses[i].position[0])))
+
+
+def on_table(obj: Object, pose: Pose2) -> bool:
+    return pose.position[2] <= obj.height / 2 + 0.01
+
+
+def canonical_tower(levels: list[list[int]], objects: list[Object], poses: list[Pose2],
+                    base_ok: Callable[[int], bool] = lambda i: True) -> list[int]:
+    """Blocks of a tower bottom-up, one per level; `levels[k]` are the blocks allowed at level k.
+
+    The part of a tower already standing is kept (the tallest one whose base is on the table and
+    passes `base_ok`; ties go to reading order); every level above it takes the first allowed
+    block in reading order that is not yet used.
+    """
+    tower: list[int] = []
+    for base in reading_order(levels[0], poses):
+        if not (on_table(objects[base], poses[base]) and base_ok(base)):
+            continue
+        chain = [base]
+        for allowed in levels[1:]:
+            above = [b for b in allowed if b not in chain
+                     and on_top(objects[b], poses[b], objects[chain[-1]], poses[chain[-1]])]
+            if not above:
+                break
+            chain.append(above[0])
+        if len(chain) > len(tower):
+            tower = chain
+    for allowed in levels[len(tower):]:
+        tower.append(reading_order([b for b in allowed if b not in tower], poses)[0])
+    return tower
 
 
 def goal_fraction(goals: list[Goal]) -> Callable:
@@ -122,7 +172,11 @@ class PutBlockInZone(Task):
         for color in others[: int(scene.rng.integers(1, 3))]:
             scene.add_block(color, "medium", avoid=[region])
         goals = [InRegion(t, region) for t in targets]
-        return Episode(self.say(scene, c=c, z=zc), goals, targets, goal_fraction(goals), [region])
+
+        def order(objects, poses):
+            return [InRegion(t, region) for t in reading_order(targets, poses)]
+
+        return Episode(self.say(scene, c=c, z=zc), goals, targets, goal_fraction(goals), [region], order)
 
 
 class PutBlockInBowl(Task):
@@ -145,8 +199,21 @@ class PutBlockInBowl(Task):
         def reward(objects, poses):
             return matching_fraction(objects, poses, blocks, bowls, lambda b, w: True)
 
+        def order(objects, poses):
+            # Blocks in reading order, each to the nearest bowl that holds no block yet.
+            holding = {b: w for b in blocks for w in bowls if in_bowl(objects[b], poses[b], objects[w], poses[w])}
+            free = [w for w in bowls if w not in holding.values()]
+            goals = []
+            for b in reading_order(blocks, poses):
+                if b not in holding:
+                    xy = poses[b].position[:2]
+                    holding[b] = min(free, key=lambda w: float(np.linalg.norm(poses[w].position[:2] - xy)))
+                    free.remove(holding[b])
+                goals.append(InBowl(b, holding[b]))
+            return goals
+
         text = self.say(scene, c=c, bc=bc, blocks=_plural(n, "block"), bowls=_plural(n, "bowl"), a="a " if n == 1 else "")
-        return Episode(text, goals, blocks + bowls, reward)
+        return Episode(text, goals, blocks + bowls, reward, order=order)
 
 
 class PutBlockInMatchingBowl(Task):
@@ -166,11 +233,19 @@ class PutBlockInMatchingBowl(Task):
         def reward(objects, poses):
             return matching_fraction(objects, poses, blocks, bowls, lambda b, w: b.color == w.color)
 
-        return Episode(self.say(scene), goals, blocks + bowls, reward)
+        return Episode(self.say(scene), goals, blocks + bowls, reward, order=_in_reading_order(goals))
 
 
 def _tower(blocks: list[int]) -> list[Goal]:
     return [OnTop(top, below) for below, top in zip(blocks, blocks[1:])]
+
+
+def _in_reading_order(goals: list[Goal]) -> Callable:
+    """Goals about distinct objects that may be reached in any order: in reading order of their objects."""
+    def order(objects, poses):
+        by_obj = {g.obj: g for g in goals}
+        return [by_obj[i] for i in reading_order(list(by_obj), poses)]
+    return order
 
 
 class StackBlocks(Task):
@@ -190,7 +265,10 @@ class StackBlocks(Task):
         def reward(objects, poses):
             return max(stack_score(objects, poses, blocks) - 1, 0) / (n - 1)
 
-        return Episode(self.say(scene), goals, blocks, reward)
+        def order(objects, poses):
+            return _tower(canonical_tower([blocks] * n, objects, poses))
+
+        return Episode(self.say(scene), goals, blocks, reward, order=order)
 
 
 class StackBlocksByColor(Task):
@@ -238,6 +316,7 @@ class StackBlocksBySize(Task):
 
 
 def _zone_stacks(scene: Scene, groups: list[list[int]], zones: list[int], keys_of: Callable | None, key: str | None):
+    """One tower per zone. `keys_of` None: a group's blocks are interchangeable; else each group is bottom-up."""
     regions = [scene.zone_region(z) for z in zones]
     goals = []
     for blocks, region in zip(groups, regions):
@@ -248,7 +327,17 @@ def _zone_stacks(scene: Scene, groups: list[list[int]], zones: list[int], keys_o
         done = sum(stack_score(objects, poses, g, keys_of(g) if keys_of else None, key, r) for g, r in zip(groups, regions))
         return done / sum(len(g) for g in groups)
 
-    return goals, reward, regions
+    def order(objects, poses):
+        # Zones in reading order; in each, the tower standing on it is kept and continued.
+        goals = []
+        for z in reading_order(zones, poses):
+            blocks, region = groups[zones.index(z)], regions[zones.index(z)]
+            levels = [blocks] * len(blocks) if keys_of is None else [[b] for b in blocks]
+            tower = canonical_tower(levels, objects, poses, base_ok=lambda b: in_region(objects[b], poses[b], region))
+            goals += [InRegion(tower[0], region, center=True)] + _tower(tower)
+        return goals
+
+    return goals, reward, regions, order
 
 
 class StackSameColorOnZone(Task):
@@ -264,8 +353,8 @@ class StackSameColorOnZone(Task):
         zones = [scene.add_zone(c) for c in colors]
         regions = [scene.zone_region(z) for z in zones]
         groups = [[scene.add_block(c, avoid=regions) for _ in range(2)] for c in colors]
-        goals, reward, regions = _zone_stacks(scene, groups, zones, None, None)
-        return Episode(self.say(scene), goals, sum(groups, []) + zones, reward, regions)
+        goals, reward, regions, order = _zone_stacks(scene, groups, zones, None, None)
+        return Episode(self.say(scene), goals, sum(groups, []) + zones, reward, regions, order)
 
 
 class StackByColorAndSize(Task):
@@ -285,8 +374,8 @@ class StackByColorAndSize(Task):
             sizes = sorted(scene.rng.choice(SIZE_ORDER, size=2, replace=False).tolist(), key=SIZE_ORDER.index)
             groups.append([scene.add_block(c, s, avoid=regions) for s in sizes])
         objects = scene.objects
-        goals, reward, regions = _zone_stacks(scene, groups, zones, lambda g: [objects[i].size for i in g], "size")
-        return Episode(self.say(scene), goals, sum(groups, []) + zones, reward, regions)
+        goals, reward, regions, order = _zone_stacks(scene, groups, zones, lambda g: [objects[i].size for i in g], "size")
+        return Episode(self.say(scene), goals, sum(groups, []) + zones, reward, regions, order)
 
 
 AREAS = {
@@ -316,7 +405,8 @@ class MoveBlocksBetweenPositionsBySize(Task):
         rest = [n for n in names if n not in (a, b)]
         scene.add_block(colors[3], str(size), within=AREAS[rest[int(scene.rng.integers(2))]])
         goals = [InRegion(t, dst) for t in targets]
-        return Episode(self.say(scene, s=size, a=a, b=b), goals, targets, goal_fraction(goals), [src, dst])
+        return Episode(self.say(scene, s=size, a=a, b=b), goals, targets, goal_fraction(goals), [src, dst],
+                       _in_reading_order(goals))
 
 
 class PutBlockInMismatchingBowl(Task):
@@ -337,7 +427,19 @@ class PutBlockInMismatchingBowl(Task):
         def reward(objects, poses):
             return matching_fraction(objects, poses, blocks, bowls, lambda b, w: b.color != w.color)
 
-        return Episode(self.say(scene), goals, blocks + bowls, reward)
+        def order(objects, poses):
+            # Of the two derangements (cyclic shifts), the one that keeps most blocks already in an
+            # allowed bowl, then the one with the shorter total carry; blocks in reading order.
+            def cost(k):
+                pairs = [(blocks[i], bowls[(i + k) % 3]) for i in range(3)]
+                kept = sum(in_bowl(objects[b], poses[b], objects[w], poses[w]) for b, w in pairs)
+                carry = sum(float(np.linalg.norm(poses[b].position[:2] - poses[w].position[:2])) for b, w in pairs)
+                return -kept, round(carry, 3), k
+            k = min((1, 2), key=cost)
+            bowl_of = {blocks[i]: bowls[(i + k) % 3] for i in range(3)}
+            return [InBowl(b, bowl_of[b]) for b in reading_order(blocks, poses)]
+
+        return Episode(self.say(scene), goals, blocks + bowls, reward, order=order)
 
 
 class PutHiddenBlockInMatchingBowl(Task):
@@ -359,7 +461,7 @@ class PutHiddenBlockInMatchingBowl(Task):
             scene.add_block(hidden_colors[2 + i], "big", xy=xy, z=assets.BLOCK_SIZES["small"] + assets.BLOCK_SIZES["big"] / 2 + 0.001)
             hidden.append(block)
         goals = [InBowl(b, w) for b, w in zip(hidden, bowls)]
-        return Episode(self.say(scene), goals, hidden + bowls, goal_fraction(goals))
+        return Episode(self.say(scene), goals, hidden + bowls, goal_fraction(goals), order=_in_reading_order(goals))
 
 
 class StackAlternatingColors(Task):
@@ -381,7 +483,12 @@ class StackAlternatingColors(Task):
         def reward(objects, poses):
             return max(stack_score(objects, poses, blocks, keys, "color") - 1, 0) / 3
 
-        return Episode(self.say(scene, c0=c0, c1=c1), goals, blocks, reward)
+        c0s, c1s = [first[0], second[0]], [first[1], second[1]]
+
+        def order(objects, poses):
+            return _tower(canonical_tower([c0s, c1s, c0s, c1s], objects, poses))
+
+        return Episode(self.say(scene, c0=c0, c1=c1), goals, blocks, reward, order=order)
 
 
 class StackSmallerOverBigger(Task):
@@ -396,7 +503,7 @@ class StackSmallerOverBigger(Task):
         colors = scene.pick_colors(int(scene.rng.integers(2, 4)))
         pairs = [[scene.add_block(c, "big"), scene.add_block(c, "small")] for c in colors]
         goals = [OnTop(small, big) for big, small in pairs]
-        return Episode(self.say(scene), goals, sum(pairs, []), goal_fraction(goals))
+        return Episode(self.say(scene), goals, sum(pairs, []), goal_fraction(goals), order=_in_reading_order(goals))
 
 
 class PutEvenBlocksInZone(Task):
@@ -420,7 +527,8 @@ class PutEvenBlocksInZone(Task):
             if n % 2 == 0:
                 targets += made
         goals = [InRegion(t, region) for t in targets]
-        return Episode(self.say(scene, z=zc), goals, targets + [zone], goal_fraction(goals), [region])
+        return Episode(self.say(scene, z=zc), goals, targets + [zone], goal_fraction(goals), [region],
+                       _in_reading_order(goals))
 
 
 TASKS: dict[str, Task] = {
