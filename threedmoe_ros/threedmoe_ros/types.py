@@ -9,9 +9,28 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from threedmoe_ros.validation import InputError
+
 # A plan is an array (T, 2, 7): T steps × (pick, place) × (x, y, z, qx, qy, qz, qw).
 PICK, PLACE = 0, 1
 POSE_DIM = 7
+
+
+def _column(values, dtype, width: int, name: str) -> np.ndarray:
+    """values as a contiguous (N, width) array ((N,) for width 1), or InputError naming the field."""
+    try:
+        array = np.asarray(values)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"dtype {array.dtype}")
+        with np.errstate(over="ignore", invalid="ignore"):  # huge values become inf: the validator drops them
+            array = np.ascontiguousarray(array, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"Cloud: {name} must be numbers, got {type(values).__name__} ({exc})") from None
+    if width == 1:
+        return array.reshape(-1)
+    if array.size % width:
+        raise InputError(f"Cloud: {name} has {array.size} values, not a multiple of {width}: expected shape (N, {width})")
+    return array.reshape(-1, width)
 
 
 @dataclass
@@ -30,16 +49,16 @@ class Cloud:
     stamp_ns: int = 0
 
     def __post_init__(self) -> None:
-        self.xyz = np.ascontiguousarray(self.xyz, dtype=np.float32).reshape(-1, 3)
+        self.xyz = _column(self.xyz, np.float32, 3, "xyz")
         n = len(self.xyz)
         if self.rgb is not None:
-            self.rgb = np.ascontiguousarray(self.rgb, dtype=np.uint8).reshape(-1, 3)
+            self.rgb = _column(self.rgb, np.uint8, 3, "rgb")
             if len(self.rgb) != n:
-                raise ValueError(f"Cloud: rgb has {len(self.rgb)} rows but xyz has {n}")
+                raise InputError(f"Cloud: rgb has {len(self.rgb)} rows but xyz has {n}")
         if self.label is not None:
-            self.label = np.ascontiguousarray(self.label, dtype=np.int32).reshape(-1)
+            self.label = _column(self.label, np.int32, 1, "label")
             if len(self.label) != n:
-                raise ValueError(f"Cloud: label has {len(self.label)} entries but xyz has {n}")
+                raise InputError(f"Cloud: label has {len(self.label)} entries but xyz has {n}")
 
     def __len__(self) -> int:
         return len(self.xyz)
