@@ -6,6 +6,8 @@ only builds and reads the rclpy message objects around it.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseArray, Quaternion
@@ -17,6 +19,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from threedmoe_ros.data import pointcloud2
 from threedmoe_ros.data.bags import outcome_from_msg, plan_from_msg, pose_array, stamp_ns  # noqa: F401 (re-exported)
 from threedmoe_ros.types import PICK, PLACE, Cloud, EpisodeOutcome, as_plan
+from threedmoe_ros.validation import MAX_POINTS, InputError
 
 
 def time_msg(ns: int) -> Time:
@@ -39,11 +42,49 @@ def cloud_to_msg(cloud: Cloud, ns: int | None = None) -> PointCloud2:
     return msg
 
 
-def msg_to_cloud(msg: PointCloud2, max_points: int = pointcloud2.MAX_POINTS) -> Cloud:
-    """Raises pointcloud2.CloudError naming the problem."""
+def msg_to_cloud(msg: PointCloud2, max_points: int = MAX_POINTS) -> Cloud:
+    """Raises validation.InputError naming the problem."""
     cloud = pointcloud2.decode(msg, max_points=max_points)
     cloud.stamp_ns = stamp_ns(msg.header)
     return cloud
+
+
+# CDR encapsulation ids (XTypes 1.3, 7.6.3.1.2) that std_msgs/String can arrive in: plain CDR and
+# XCDR2 (same layout for a final struct), and delimited XCDR2 (a 4-byte size header first).
+_PLAIN_CDR = {0x0000: ">", 0x0001: "<", 0x0006: ">", 0x0007: "<"}
+_DELIMITED_CDR = {0x0008: ">", 0x0009: "<"}
+
+
+def text_from_cdr(raw: bytes, what: str = "instruction") -> str:
+    """A serialized std_msgs/String → its text, exactly as sent; InputError when it is not valid UTF-8.
+
+    rclpy's own conversion stops at the first NUL (C strlen) and replaces invalid UTF-8 with
+    U+FFFD, so "put the red\\0 block" would silently become "put the red". Subscribing with
+    raw=True and decoding here keeps the NUL for the validator to refuse.
+    """
+    raw = bytes(raw)
+    if len(raw) < 8:
+        raise InputError(f"{what} message is {len(raw)} bytes, too short for a serialized std_msgs/String")
+    kind = int.from_bytes(raw[:2], "big")
+    start = 4
+    if kind in _DELIMITED_CDR:
+        order, start = _DELIMITED_CDR[kind], 8
+    elif kind in _PLAIN_CDR:
+        order = _PLAIN_CDR[kind]
+    else:
+        raise InputError(f"{what} message has CDR encapsulation 0x{kind:04x}, which is not a std_msgs/String layout")
+    if len(raw) < start + 4:
+        raise InputError(f"{what} message is truncated")
+    (length,) = struct.unpack_from(order + "I", raw, start)
+    body = raw[start + 4 : start + 4 + length]
+    if len(body) < length:
+        raise InputError(f"{what} message is truncated: it announces {length} bytes of text, {len(body)} arrived")
+    if body.endswith(b"\0"):
+        body = body[:-1]  # the CDR terminator, not part of the text
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} is not valid UTF-8 (byte 0x{body[exc.start]:02x} at offset {exc.start}); send UTF-8 text") from None
 
 
 def pose_msg(p: np.ndarray) -> Pose:

@@ -2,76 +2,135 @@
 
 A LifecycleNode in the style of yolo_ros: parameters are declared in __init__, the model is loaded
 on configure and freed on cleanup, publishers are lifecycle publishers that only publish while
-active. It translates messages and calls the Policy facade; it holds no model logic.
+active. It converts messages, validates them (threedmoe_ros.validation: one input validator, one
+plan validator) and calls the Policy facade; it holds no model logic.
 
-Threading: subscription callbacks only validate input and keep the *newest* cloud (older ones are
-dropped, never queued); a guard condition wakes the inference callback, which runs in its own
+Robustness: no exception leaves a callback. Bad input of any kind is refused with a log line and
+an InputStatus (ok = false, the reason) on `status`; a plan that fails the plan validator (NaN,
+outside the workspace, tilted, out of reach) is never published, and `status` says why. Every
+`status_period_s` an ok status on `points` counts clouds received, planned, dropped (a newer one
+arrived first) and refused. A configure that fails (checkpoint missing or corrupt, bad device or
+dtype) leaves the node unconfigured with the reason on `status`; started with autostart (bringup,
+launch) the process then exits with status 1, so the launcher ends with the error.
+
+Threading: the points callback only decodes, validates and keeps the *newest* cloud (older ones
+are dropped, never queued); a guard condition wakes the inference callback, which runs in its own
 mutually exclusive callback group on a MultiThreadedExecutor, so a slow plan never blocks the
 subscriptions and there is never more than one cloud waiting.
 
 Topics (relative names; remap as needed):
-  in   points (sensor_msgs/PointCloud2, sensor-data QoS)   instruction, question (std_msgs/String)
+  in   points (sensor_msgs/PointCloud2; QoS by points_qos)   instruction, question (std_msgs/String)
        episode_result (threedmoe_msgs/EpisodeResult; ends an ExecuteInstruction goal)
   out  pick_place_plan (threedmoe_msgs/PickPlacePlan, reliable + transient-local, depth 1)
        pick_place_poses (geometry_msgs/PoseArray)   pick_place_markers (visualization_msgs/MarkerArray)
-       answer (std_msgs/String)   status (threedmoe_msgs/InputStatus: every rejected input, with why)
-  action  execute_instruction (threedmoe_msgs/action/ExecuteInstruction)
+       answer (std_msgs/String)   status (threedmoe_msgs/InputStatus: every refused input, with why)
+  action  execute_instruction (threedmoe_msgs/action/ExecuteInstruction; see nodes/instruction_action.py)
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 import threading
 import time
-import unicodedata
-from dataclasses import dataclass
 
-import rclpy
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from geometry_msgs.msg import PoseArray
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
-from threedmoe_msgs.action import ExecuteInstruction
 from threedmoe_msgs.msg import EpisodeResult, InputStatus, PickPlacePlan
+from torch import nn
 from visualization_msgs.msg import MarkerArray
 
-from threedmoe_ros.data.pointcloud2 import CloudError
 from threedmoe_ros.nodes import common
 from threedmoe_ros.nodes import conversions as conv
 from threedmoe_ros.nodes.common import LATCHED, doc
 from threedmoe_ros.types import Cloud
+from threedmoe_ros.validation import MAX_INSTRUCTION_CHARS, MAX_POINTS, CloudLimits, InputError, validate_cloud, \
+    validate_plan, validate_text
 
 # Depth 1: only the newest cloud matters; DDS itself must not queue older ones either.
 POINTS_QOS = {
     "sensor_data": QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE),
     "reliable": QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE),
 }
+DTYPES = ("float32", "float16", "bfloat16")
 
 
-def check_text(text: str, max_chars: int, what: str = "instruction") -> str:
-    """The stripped text, or ValueError naming what is wrong with it."""
-    stripped = text.strip()
-    if not stripped:
-        raise ValueError(f"{what} is empty; send a sentence such as 'put the red block in the green zone'")
-    if len(text) > max_chars:
-        raise ValueError(f"{what} has {len(text)} characters, more than the limit of {max_chars}")
-    bad = sorted({f"U+{ord(c):04X}" for c in stripped if unicodedata.category(c) == "Cc" and c not in "\t\n"})
-    if bad:
-        raise ValueError(f"{what} contains control characters ({', '.join(bad[:5])}); send plain text")
-    return stripped
+class ConfigureError(RuntimeError):
+    """configure cannot complete; the message says why and what to change."""
 
 
-@dataclass
-class Goal:
-    """The ExecuteInstruction goal being served: counts steps and collects the plans published for it."""
+def guarded(topic: str):
+    """Run a callback so that nothing escapes it: InputError becomes a refusal on `topic`, anything
+    else an 'internal error' refusal with its type, logged (an escaping exception would end the executor)."""
 
-    instruction: str
-    max_steps: int
-    steps_done: int = 0
-    result: EpisodeResult | None = None
+    def wrap(callback):
+        @functools.wraps(callback)
+        def run(self, *args):
+            try:
+                return callback(self, *args)
+            except InputError as exc:
+                self._reject(topic, str(exc))
+            except Exception as exc:  # noqa: BLE001 - the process must outlive any input
+                self._reject(topic, f"internal error while handling it: {type(exc).__name__}: {exc}")
+            return None
+
+        return run
+
+    return wrap
+
+
+class HeadInDtype(nn.Module):
+    """Pose-DiT in float16/bfloat16 beside a float32 encoder, codec and sampler state.
+
+    The encoders build float32 tokens; this casts the condition on its way into the head and
+    the head's outputs back to float32, so the Euler integration and the pose decoding keep full
+    precision and only the network's arithmetic is halved. Quacks like a PoseDiT for the
+    schedulers (`config`, `context`, call) and for Policy (`null_token` tells the device).
+    """
+
+    def __init__(self, head: nn.Module, dtype):
+        super().__init__()
+        self.inner, self.dtype, self.config = head.to(dtype), dtype, head.config
+
+    @property
+    def null_token(self):
+        return self.inner.null_token
+
+    def _autocast(self):
+        import torch
+
+        # Autocast also covers tensors the head makes itself (e.g. its float32 timestep features).
+        return torch.autocast(self.null_token.device.type, dtype=self.dtype)
+
+    def context(self, *cond):
+        with self._autocast():
+            return self.inner.context(*_cast(cond, self.dtype))
+
+    def forward(self, x, t, *cond):
+        import torch
+
+        with self._autocast():
+            out = self.inner(x.to(self.dtype), t.to(self.dtype), *_cast(cond, self.dtype))
+        return _cast(out, torch.float32)
+
+
+def _cast(value, dtype):
+    """Floating tensors inside value (a tensor, a (named) tuple or list of them) cast to dtype; the rest as is."""
+    import torch
+
+    if torch.is_tensor(value):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_cast(v, dtype) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cast(v, dtype) for v in value)
+    return value
 
 
 class PolicyNode(LifecycleNode):
@@ -79,62 +138,68 @@ class PolicyNode(LifecycleNode):
         super().__init__(name, **kwargs)
         self.declare_parameter("checkpoint", "", doc("policy checkpoint directory; empty = the embedded default"))
         self.declare_parameter("device", "cpu", doc("torch device: cpu, cuda, cuda:1 ..."))
-        self.declare_parameter("dtype", "float32", doc("float32, float16 or bfloat16"))
+        self.declare_parameter("dtype", "float32", doc(
+            "float32, bfloat16 or float16: the Pose-DiT head's arithmetic (encoders and decoding stay float32); "
+            "refused at configure where the device cannot run it"))
         self.declare_parameter("torch_threads", 1, doc(
             "CPU threads for torch (0 = torch's default); one is fastest for a small head beside ROS's own threads"))
-        self.declare_parameter("optimize", True, doc("plan with a TorchScript-frozen copy of the head (same plans, ~1.5x faster)"))
+        self.declare_parameter("optimize", True, doc("plan with a TorchScript-frozen copy of the head (float32 only; same plans, ~1.5x faster)"))
         self.declare_parameter("sampling_steps", 4, doc("rectified-flow Euler steps (0 = the checkpoint's default)"))
         self.declare_parameter("refine", False, doc("snap plan positions onto the objects of a labelled cloud (models/refine.py)"))
         self.declare_parameter("horizon", 0, doc("most steps a published plan holds (0 = the model's horizon)"))
         self.declare_parameter("steps_per_plan", 0, doc("steps of each plan to publish for execution before re-planning (0 = all)"))
         self.declare_parameter("seed", -1, doc("sampling seed per plan (-1 = the policy's own generator)"))
-        self.declare_parameter("points_qos", "sensor_data", doc(
-            "QoS of the points subscription: sensor_data (best effort, as drivers publish) or reliable "
-            "(needed for clouds over ~1 MB: Fast DDS drops large best-effort messages over UDP)"))
+        self.declare_parameter("points_qos", "reliable", doc(
+            "QoS of the points subscription: reliable (the default: a large cloud sent best effort is often lost "
+            "whole on a busy machine) or sensor_data (best effort: needed when the driver publishes best effort)"))
         self.declare_parameter("frames", ["world"], doc("cloud frames accepted (no tf here: clouds must come in one of these)"))
-        self.declare_parameter("max_points", 2_000_000, doc("clouds with more points are rejected"))
-        self.declare_parameter("max_instruction_chars", 512, doc("longer instructions/questions are rejected"))
+        self.declare_parameter("max_points", MAX_POINTS, doc("clouds with more points are refused"))
+        self.declare_parameter("sanity_margin", CloudLimits.sanity_margin, doc(
+            "points farther than this (m) outside the workspace, and NaN/inf points, are dropped"))
+        self.declare_parameter("max_instruction_chars", MAX_INSTRUCTION_CHARS, doc("longer instructions/questions are refused"))
         self.declare_parameter("model_id", "", doc("name written into each plan (default: the checkpoint's directory name)"))
-        self.declare_parameter("autostart", True, doc("configure and activate on start (no lifecycle manager needed)"))
+        self.declare_parameter("status_period_s", 5.0, doc("period of the ok status counting clouds on `status` (0 = off)"))
+        self.declare_parameter("result_wait_s", 10.0, doc(
+            "after an empty plan, how long an ExecuteInstruction goal waits for the executor's episode_result"))
+        self.declare_parameter("autostart", True, doc(
+            "configure and activate on start (no lifecycle manager needed); if that fails the process exits with status 1"))
         self.policy = None
+        self.fatal: str | None = None  # why an autostart failed: main() exits non-zero with it
+        self.action = None
         self._lock = threading.Lock()
         self._newest: Cloud | None = None
+        self._last_cloud: Cloud | None = None
         self._instruction: str | None = None
-        self._goal: Goal | None = None
-        self._plan_event = threading.Condition(self._lock)
         self._active = False
         self._created: list = []
-        # Status is a plain publisher: bad input is reported even while the node is inactive.
-        self.status_pub = self.create_publisher(InputStatus, "status", 10)
+        self._timer = None
+        self._counts = dict(received=0, planned=0, dropped=0, refused=0)
+        self._reported: dict = {}
+        self._last_log: dict[str, tuple[str, float]] = {}
+        # Status is a plain publisher: bad input (and a failed configure) is reported even while inactive.
+        self.status_pub = self.create_publisher(InputStatus, "status", 50)
 
     # ------------------------------------------------------------------ lifecycle
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Read parameters, load the model onto its device, create publishers and subscriptions."""
-        from threedmoe_ros.checkpoints import DEFAULT_POLICY
-        from threedmoe_ros.policy import Policy
-
         p = self.params = {name: param.value for name, param in self.get_parameters_by_prefix("").items()}
-        if p["points_qos"] not in POINTS_QOS:
-            self.get_logger().error(f"points_qos {p['points_qos']!r} is not one of {sorted(POINTS_QOS)}")
-            return TransitionCallbackReturn.FAILURE
-        path = p["checkpoint"] or str(DEFAULT_POLICY)
         try:
-            import torch
-
-            if p["torch_threads"] > 0:
-                torch.set_num_threads(p["torch_threads"])
-            dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[p["dtype"]]
-            policy = Policy.from_pretrained(path, map_location=p["device"])
-            self.policy = policy.to(dtype=dtype) if dtype != torch.float32 else policy
-            if p["optimize"]:
-                self.policy.optimize_for_inference()
-            self._warm_up()
-        except KeyError:
-            self.get_logger().error(f"dtype {p['dtype']!r} is not one of float32, float16, bfloat16")
-            return TransitionCallbackReturn.FAILURE
-        except Exception as exc:  # noqa: BLE001 - any load failure is a configure failure, logged with its reason
-            self.get_logger().error(f"cannot load the policy: {exc}")
+            if p["points_qos"] not in POINTS_QOS:
+                raise ConfigureError(f"points_qos {p['points_qos']!r} is not one of {sorted(POINTS_QOS)}")
+            try:
+                self.limits = CloudLimits(max_points=int(p["max_points"]), sanity_margin=float(p["sanity_margin"]),
+                                          frames=tuple(p["frames"]))
+            except (TypeError, ValueError) as exc:
+                raise ConfigureError(f"cloud limits: {exc}") from None
+            path = p["checkpoint"] or self._default_checkpoint()
+            self.policy = self._load(path, p)
+        except Exception as exc:  # noqa: BLE001 - any failure is a configure failure, reported with its reason
+            reason = str(exc) if isinstance(exc, ConfigureError) else f"{type(exc).__name__}: {exc}"
+            self.policy = None
+            self.get_logger().error(f"configure failed: {reason}")
+            self.status_pub.publish(conv.status_msg("configure", False, reason, self.get_clock().now().nanoseconds))
+            self._configure_error = reason
             return TransitionCallbackReturn.FAILURE
         self.model_id = p["model_id"] or path.rstrip("/").split("/")[-1]
         self.get_logger().info(f"loaded policy {path} on {p['device']} ({p['dtype']})")
@@ -146,30 +211,75 @@ class PolicyNode(LifecycleNode):
         self.markers_pub = self.create_lifecycle_publisher(MarkerArray, "pick_place_markers", 10)
         self.answer_pub = self.create_lifecycle_publisher(String, "answer", 10)
         self._guard = self.create_guard_condition(self._infer, callback_group=infer_group)
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         self._created = [
+            # One cloud decoded at a time (its own group): a flood of big clouds cannot take every thread.
             self.create_subscription(PointCloud2, "points", self._on_points, POINTS_QOS[p["points_qos"]],
-                                     callback_group=io_group),
-            self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=io_group),
-            self.create_subscription(String, "question", self._on_question, 10, callback_group=infer_group),
+                                     callback_group=MutuallyExclusiveCallbackGroup(), event_callbacks=events),
+            # raw: rclpy's own decoding cuts a string at a NUL and hides invalid UTF-8 (conversions.text_from_cdr).
+            self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=io_group, raw=True),
+            self.create_subscription(String, "question", self._on_question, 10, callback_group=infer_group, raw=True),
             self.create_subscription(EpisodeResult, "episode_result", self._on_result, 10, callback_group=io_group),
         ]
-        self._action = ActionServer(
-            self, ExecuteInstruction, "execute_instruction", self._execute,
-            goal_callback=self._on_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
-            callback_group=ReentrantCallbackGroup(),
-        )
+        from threedmoe_ros.nodes.instruction_action import InstructionAction
+
+        self.action = InstructionAction(self, self._check_text, self._guard.trigger, self._reject, self.model_id,
+                                        float(p["result_wait_s"]))
+        if p["status_period_s"] > 0:
+            self._timer = self.create_timer(float(p["status_period_s"]), self._report_counts, callback_group=io_group)
         return TransitionCallbackReturn.SUCCESS
 
-    def _warm_up(self) -> None:
+    @staticmethod
+    def _default_checkpoint() -> str:
+        from threedmoe_ros.checkpoints import DEFAULT_POLICY
+
+        return str(DEFAULT_POLICY)
+
+    def _load(self, path: str, p: dict):
+        """The policy on its device in its dtype, warmed up; ConfigureError (or CheckpointError) naming the problem."""
+        import torch
+
+        from threedmoe_ros.policy import Policy
+
+        if p["dtype"] not in DTYPES:
+            raise ConfigureError(f"dtype {p['dtype']!r} is not one of {', '.join(DTYPES)}")
+        try:
+            device = torch.device(p["device"])
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigureError(f"device {p['device']!r} is not a torch device (cpu, cuda, cuda:1 ...): {exc}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigureError(f"device {p['device']!r}: this torch build sees no CUDA device; use device:=cpu")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ConfigureError(f"device {p['device']!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        if p["torch_threads"] > 0:
+            torch.set_num_threads(p["torch_threads"])
+        policy = Policy.from_pretrained(path, map_location=device)
+        dtype = getattr(torch, p["dtype"])
+        if dtype != torch.float32:
+            policy.head = HeadInDtype(policy.head, dtype)
+        elif p["optimize"]:
+            policy.optimize_for_inference()
+        try:
+            self._warm_up(policy)
+        except Exception as exc:  # noqa: BLE001 - e.g. a dtype the device has no kernels for
+            raise ConfigureError(f"the policy does not run with dtype {p['dtype']} on {device}: {type(exc).__name__}: {exc}; "
+                                 "use dtype:=float32") from None
+        return policy
+
+    @staticmethod
+    def _warm_up(policy) -> None:
         """Plan twice on a synthetic scene, so the first real cloud does not pay for lazy
-        initialisation (TorchScript profiles its first calls; allocators warm up)."""
+        initialisation (TorchScript profiles its first calls; allocators warm up); also proves
+        the device and dtype work before the node says it is configured."""
         import numpy as np
 
         rng = np.random.default_rng(0)
         xyz = np.c_[rng.uniform(0.3, 0.7, 512), rng.uniform(-0.4, 0.4, 512), rng.uniform(0, 0.04, 512)]
         cloud = Cloud(xyz, np.full((512, 3), 128), np.repeat([0, 1], 256))
         for _ in range(2):
-            self.policy.plan(cloud, "put the red block in the green zone", seed=0)
+            poses = policy.plan(cloud, "put the red block in the green zone", seed=0).poses
+        if not np.isfinite(poses).all():
+            raise ValueError("the warm-up plan is not finite")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True
@@ -193,9 +303,12 @@ class PolicyNode(LifecycleNode):
         for sub in self._created:
             self.destroy_subscription(sub)
         self._created = []
-        if getattr(self, "_action", None) is not None:
-            self._action.destroy()
-            self._action = None
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        if self.action is not None:
+            self.action.destroy()
+            self.action = None
         for name in ("plan_pub", "poses_pub", "markers_pub", "answer_pub"):
             if getattr(self, name, None) is not None:
                 self.destroy_lifecycle_publisher(getattr(self, name))
@@ -211,166 +324,144 @@ class PolicyNode(LifecycleNode):
     # ------------------------------------------------------------------ inputs
 
     def _reject(self, topic: str, message: str) -> None:
-        self.get_logger().error(f"rejected {topic}: {message}")
+        """Refused input: always an InputStatus; a log line unless the same reason was logged in the last second."""
+        now = time.monotonic()
+        last = self._last_log.get(topic)
+        if last is None or last[0] != message or now - last[1] > 1.0:
+            self.get_logger().error(f"rejected {topic}: {message}")
+            self._last_log[topic] = (message, now)
+        if topic == "points":
+            self._count("refused")
+        if self.action is not None:
+            self.action.on_rejected(f"{topic}: {message}")
         self.status_pub.publish(conv.status_msg(topic, False, message, self.get_clock().now().nanoseconds))
 
-    def _on_points(self, msg: PointCloud2) -> None:
-        """Validate and keep only the newest cloud; wake the inference callback."""
-        frames = list(self.params["frames"])
-        if msg.header.frame_id not in frames:
-            self._reject("points", f"cloud frame '{msg.header.frame_id}' is not one of {frames}; publish in one of them")
-            return
-        try:
-            cloud = conv.msg_to_cloud(msg, max_points=self.params["max_points"])
-        except CloudError as exc:
-            self._reject("points", str(exc))
-            return
+    def _count(self, what: str) -> None:
         with self._lock:
-            self._newest = cloud  # an unplanned older cloud is dropped here, by design
+            self._counts[what] += 1
+
+    def _check_text(self, text: str, what: str = "instruction") -> str:
+        return validate_text(text, self.params["max_instruction_chars"], what)
+
+    @guarded("points")
+    def _on_points(self, msg: PointCloud2) -> None:
+        """Decode, validate and keep only the newest cloud; wake the inference callback."""
+        self._count("received")
+        cloud = validate_cloud(conv.msg_to_cloud(msg, max_points=self.limits.max_points), self.limits)
+        with self._lock:
+            if self._newest is not None:
+                self._counts["dropped"] += 1  # an unplanned older cloud is dropped here, by design
+            self._newest = cloud
         self._guard.trigger()
 
-    def _on_instruction(self, msg: String) -> None:
-        try:
-            text = check_text(msg.data, self.params["max_instruction_chars"])
-        except ValueError as exc:
-            self._reject("instruction", str(exc))
-            return
+    def _on_incompatible_qos(self, info) -> None:
+        other = "sensor_data" if self.params["points_qos"] == "reliable" else "reliable"
+        self._reject("points", f"a publisher of 'points' offers QoS this subscription (points_qos: "
+                               f"{self.params['points_qos']}) cannot receive ({info.last_policy_kind}); publish "
+                               f"{self.params['points_qos'].replace('_', ' ')} or set points_qos:={other}")
+
+    @guarded("instruction")
+    def _on_instruction(self, raw: bytes) -> None:
+        text = self._check_text(conv.text_from_cdr(raw))
         with self._lock:
             self._instruction = text
         self.get_logger().info(f"instruction: {text!r}")
+        self._guard.trigger()  # a cloud kept while there was no instruction is planned now
 
-    def _on_question(self, msg: String) -> None:
+    @guarded("question")
+    def _on_question(self, raw: bytes) -> None:
         """Answer from the newest cloud (runs in the inference group: one model call at a time)."""
+        question = self._check_text(conv.text_from_cdr(raw, "question"), "question")
+        with self._lock:
+            cloud = self._newest or self._last_cloud
+        if cloud is None:
+            raise InputError("no valid cloud has arrived on 'points' yet")
+        if self.policy is None or not self._active:
+            raise InputError("the node is not active")
         try:
-            question = check_text(msg.data, self.params["max_instruction_chars"], "question")
-            with self._lock:
-                cloud = self._newest or getattr(self, "_last_cloud", None)
-            if cloud is None:
-                raise ValueError("no valid cloud has arrived on 'points' yet")
             answer = self.policy.answer(cloud, question)
-        except (ValueError, NotImplementedError) as exc:
-            self._reject("question", str(exc))
-            return
-        if self._active:
-            self.answer_pub.publish(String(data=answer))
+        except NotImplementedError as exc:
+            raise InputError(str(exc)) from None
+        self.answer_pub.publish(String(data=answer))
 
+    @guarded("episode_result")
     def _on_result(self, msg: EpisodeResult) -> None:
-        with self._plan_event:
-            if self._goal is not None:
-                self._goal.result = msg
-                self._plan_event.notify_all()
+        if self.action is not None:
+            self.action.on_result(msg)
+
+    def _report_counts(self) -> None:
+        with self._lock:
+            counts = dict(self._counts)
+        if counts != self._reported:
+            self._reported = counts
+            self.status_pub.publish(conv.status_msg("points", True, (
+                f"clouds received {counts['received']}, planned {counts['planned']}, dropped {counts['dropped']} "
+                f"(a newer cloud arrived first), refused {counts['refused']}"), self.get_clock().now().nanoseconds))
 
     # ------------------------------------------------------------------ inference
 
+    @guarded("points")
     def _infer(self) -> None:
-        """Plan for the newest cloud with the current instruction, and publish."""
+        """Plan for the newest cloud with the current instruction; publish only a plan that passes the plan validator."""
+        action = self.action
+        goal_instruction = action.instruction if action is not None else None
         with self._lock:
             cloud, self._newest = self._newest, None
-            instruction = self._goal.instruction if self._goal else self._instruction
-        if cloud is None or instruction is None or not self._active or self.policy is None:
-            if cloud is not None:
-                with self._lock:
-                    self._newest = self._newest or cloud  # keep it for when an instruction arrives
+            instruction = goal_instruction or self._instruction
+            if cloud is not None and (instruction is None or not self._active or self.policy is None):
+                self._newest = self._newest or cloud  # keep it for when an instruction arrives
+                return
+        if cloud is None:
             return
         self._last_cloud = cloud
         t0 = time.perf_counter()
         seed = self.params["seed"]
-        try:
-            result = self.policy.plan(cloud, instruction, steps=self.params["sampling_steps"] or None,
-                                      seed=None if seed < 0 else seed, refine=self.params["refine"])
-        except ValueError as exc:
-            self._reject("points", str(exc))
-            return
+        result = self.policy.plan(cloud, instruction, steps=self.params["sampling_steps"] or None,
+                                  seed=None if seed < 0 else seed, refine=self.params["refine"])
         poses = result.poses
         if self.params["horizon"] > 0:
             poses = poses[: self.params["horizon"]]
         if self.params["steps_per_plan"] > 0:
             poses = poses[: self.params["steps_per_plan"]]
+        problem = validate_plan(poses)
+        if problem:
+            self._reject("pick_place_plan", f"the plan for the cloud stamped {cloud.stamp_ns} ns is not published: {problem}")
+            return
         ms = (time.perf_counter() - t0) * 1e3
         # The plan carries the cloud's stamp, so an executor can tell which observation it answers.
         plan = conv.plan_to_msg(poses, instruction, cloud.stamp_ns, ms, self.model_id, cloud.frame_id)
         self.plan_pub.publish(plan)
         self.poses_pub.publish(conv.plan_to_pose_array(poses, cloud.stamp_ns, cloud.frame_id))
         self.markers_pub.publish(conv.plan_to_markers(poses, cloud.stamp_ns, cloud.frame_id))
-        with self._plan_event:
-            self._last_plan = plan
-            self._plan_event.notify_all()
-
-    # ------------------------------------------------------------------ action
-
-    def _on_goal(self, goal: ExecuteInstruction.Goal) -> GoalResponse:
-        if not self._active:
-            self.get_logger().error("rejected execute_instruction goal: the node is not active")
-            return GoalResponse.REJECT
-        try:
-            check_text(goal.instruction, self.params["max_instruction_chars"])
-        except ValueError as exc:
-            self._reject("execute_instruction", str(exc))
-            return GoalResponse.REJECT
-        if self._goal is not None:
-            self._reject("execute_instruction", "another ExecuteInstruction goal is running; cancel it first")
-            return GoalResponse.REJECT
-        return GoalResponse.ACCEPT
-
-    def _execute(self, handle) -> ExecuteInstruction.Result:
-        """Plan from each new cloud until the plan is empty, the step limit, an episode result, or cancel.
-
-        The executor (e.g. the sim bridge) runs each published plan and publishes the next cloud,
-        which is what makes the next plan; feedback reports every step handed over for execution.
-        """
-        request = handle.request
-        goal = Goal(check_text(request.instruction, self.params["max_instruction_chars"]), int(request.max_steps) or 50)
-        executed = PickPlacePlan(instruction=goal.instruction, model_id=self.model_id)
-        with self._plan_event:
-            self._goal, self._last_plan = goal, None
-        self._guard.trigger()  # plan at once if a cloud is waiting
-        message, success = "", False
-        try:
-            while rclpy.ok():
-                with self._plan_event:
-                    self._plan_event.wait_for(
-                        lambda: self._last_plan is not None or goal.result is not None or handle.is_cancel_requested,
-                        timeout=0.5,
-                    )
-                    plan, self._last_plan = self._last_plan, None
-                if handle.is_cancel_requested:
-                    handle.canceled()
-                    return ExecuteInstruction.Result(success=False, message="cancelled", executed=executed)
-                if goal.result is not None:
-                    success, message = goal.result.success, f"episode ended: {goal.result.reason}"
-                    break
-                if plan is None:
-                    continue
-                if not plan.steps:
-                    success, message = True, "plan empty: the policy judges the instruction done"
-                    break
-                for step in plan.steps:
-                    handle.publish_feedback(ExecuteInstruction.Feedback(step_index=goal.steps_done, step=step))
-                    executed.steps.append(step)
-                    goal.steps_done += 1
-                if goal.steps_done >= goal.max_steps:
-                    message = f"step limit {goal.max_steps} reached"
-                    break
-        finally:
-            with self._plan_event:
-                self._goal = None
-        handle.succeed()
-        executed.header.stamp = self.get_clock().now().to_msg()
-        return ExecuteInstruction.Result(success=success, message=message, executed=executed)
+        self._count("planned")
+        if goal_instruction is not None and action is not None:
+            action.on_plan(plan)
 
 
 def _make_policy_node() -> PolicyNode:
     node = PolicyNode()
     if node.get_parameter("autostart").value:
         node.trigger_configure()
-        if node.policy is not None:
+        if node.policy is None:
+            node.fatal = getattr(node, "_configure_error", "configure failed")
+        else:
             node.trigger_activate()
     return node
 
 
 def main(args: list[str] | None = None) -> None:
+    made: list[PolicyNode] = []
+
+    def make() -> PolicyNode:
+        made.append(_make_policy_node())
+        return made[-1]
+
     # Several threads: subscriptions keep running while a plan is being made.
-    common.run(_make_policy_node, executor=lambda: MultiThreadedExecutor(num_threads=4), args=args)
+    common.run(make, done=lambda node: node.fatal is not None, executor=lambda: MultiThreadedExecutor(num_threads=4),
+               args=args)
+    if made and made[-1].fatal is not None:
+        print(f"policy_node: cannot start: {made[-1].fatal}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
