@@ -3,16 +3,20 @@
     threedmoe-bringup sim_eval                          # config/sim_eval.yaml
     threedmoe-bringup sim_eval -p policy.checkpoint=runs/pose_dit/checkpoint -p sim_bridge.episodes=10
 
-Each node gets the profile's YAML as its --params-file (what launch/<profile>.launch.py passes) plus
-any -p overrides; all share one loopback-only ROS_DOMAIN_ID. Their output is forwarded with a
-[node] prefix. The run ends when the profile's main node exits (the evaluator for sim_eval, the
-recorder for collect) or on Ctrl-C; the other nodes are then stopped with SIGINT, and killed only
-if they do not stop in time.
+Each node gets the profile's YAML as its --params-file (what launch/<profile>.launch.py passes),
+plus the -p overrides and what they imply (profiles.resolve: the episodes the evaluator or recorder
+waits for follow the sim bridge's). A YAML key or an override that the node does not declare is an
+error. All nodes share one ROS_DOMAIN_ID: the user's when exported, else one derived from the pid,
+with discovery on loopback unless ROS_AUTOMATIC_DISCOVERY_RANGE says otherwise. Their output is
+forwarded with a [node] prefix. The run ends when the profile's main node exits (the evaluator for
+sim_eval, the recorder for collect) or on Ctrl-C; the other nodes are then stopped with SIGINT, and
+killed only if they do not stop in time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -22,33 +26,43 @@ import threading
 import time
 from pathlib import Path
 
-from threedmoe_ros.profiles import EXECUTABLES, MAIN_NODE, load_profile, profile_path
-from threedmoe_ros.rosenv import localhost_env, pick_domain_id
+from threedmoe_ros.profiles import EXECUTABLES, MAIN_NODE, ProfileError, load_profile, profile_path, resolve
+from threedmoe_ros.rosenv import localhost_env
 
 
 def executable(name: str) -> str:
-    """The console_script, next to this interpreter (venv) or on PATH (colcon install)."""
-    local = Path(sys.executable).parent / name
-    if local.is_file():
-        return str(local)
+    """A node's console_script: next to this interpreter (venv, pip install), in the package's
+    lib/threedmoe_ros of a colcon install (where `ros2 run` looks), or on PATH."""
+    candidates = [Path(sys.executable).parent / name]
+    try:
+        from ament_index_python.packages import get_package_prefix
+
+        candidates.append(Path(get_package_prefix("threedmoe_ros")) / "lib" / "threedmoe_ros" / name)
+    except Exception:  # noqa: BLE001 - not a colcon install (or no ament index): the other places
+        pass
+    for path in candidates:
+        if path.is_file():
+            return str(path)
     found = shutil.which(name)
     if found is None:
-        raise FileNotFoundError(f"executable '{name}' not found next to {sys.executable} or on PATH; run `make setup`")
+        raise FileNotFoundError(f"executable '{name}' not found in {', '.join(str(c.parent) for c in candidates)} "
+                                "or on PATH; run `make setup` (or `colcon build` and source install/setup.bash)")
     return found
 
 
-def parse_overrides(items: list[str], nodes: dict) -> dict[str, list[str]]:
-    """['node.param=value', ...] → {node: ['param:=value', ...]}; errors name the bad item."""
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        node, dot, param = key.partition(".")
-        if not sep or not dot or not param:
-            raise ValueError(f"override '{item}' must look like node.param=value")
-        if node not in nodes:
-            raise ValueError(f"override '{item}': node '{node}' is not in this profile ({', '.join(nodes)})")
-        out.setdefault(node, []).append(f"{param}:={value}")  # ROS parses the value as YAML
-    return out
+def node_commands(profile: str, overrides: list[str]) -> dict[str, list[str]]:
+    """{node: command line}: the profile's YAML as --params-file, then -p for every parameter that
+    an override or profiles.resolve changes (values as JSON, which ROS reads as YAML)."""
+    params_file = str(profile_path(profile))
+    written, resolved = load_profile(profile), resolve(profile, overrides)
+    commands = {}
+    for name, params in resolved.items():
+        cmd = [executable(EXECUTABLES[name]), "--ros-args", "-r", f"__node:={name}", "--params-file", params_file]
+        for key, value in params.items():
+            if key not in written[name] or written[name][key] != value:
+                cmd += ["-p", f"{key}:={json.dumps(value)}"]
+        commands[name] = cmd
+    return commands
 
 
 def _forward(name: str, stream, sink) -> None:
@@ -59,16 +73,15 @@ def _forward(name: str, stream, sink) -> None:
 
 def run(profile: str, overrides: list[str], domain_id: int | None = None, timeout_s: float | None = None,
         stop_grace_s: float = 10.0) -> int:
-    nodes = load_profile(profile)
-    params = str(profile_path(profile))
-    extra = parse_overrides(overrides, nodes)
-    env = localhost_env(domain_id if domain_id is not None else pick_domain_id())
-    print(f"bringup {profile}: nodes {', '.join(nodes)}; ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} (loopback only)", flush=True)
+    """Start the profile's nodes, wait for the main node (or Ctrl-C, or timeout_s), stop the rest; exit status."""
+    commands = node_commands(profile, overrides)
+    env = localhost_env()
+    if domain_id is not None:  # an explicit --domain-id beats the environment
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+    print(f"bringup {profile}: nodes {', '.join(commands)}; ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
+          f"discovery range {env['ROS_AUTOMATIC_DISCOVERY_RANGE']}", flush=True)
     procs: dict[str, subprocess.Popen] = {}
-    for name in nodes:
-        cmd = [executable(EXECUTABLES[name]), "--ros-args", "-r", f"__node:={name}", "--params-file", params]
-        for p in extra.get(name, []):
-            cmd += ["-p", p]
+    for name, cmd in commands.items():
         procs[name] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                        start_new_session=True)
         threading.Thread(target=_forward, args=(name, procs[name].stdout, sys.stdout), daemon=True).start()
@@ -122,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("profile", help="profile name (config/<profile>.yaml) or a YAML path")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NODE.PARAM=VALUE",
                         help="override a node parameter (repeatable)")
-    parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: derived from the pid)")
+    parser.add_argument("--domain-id", type=int, default=None,
+                        help="ROS_DOMAIN_ID of all nodes (default: $ROS_DOMAIN_ID, else one derived from the pid)")
     parser.add_argument("--timeout", type=float, default=None, help="stop everything after this many seconds")
     args = parser.parse_args(argv)
     try:
         return run(args.profile, args.param, args.domain_id, args.timeout)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ProfileError) as exc:
         print(f"threedmoe-bringup: {exc}", file=sys.stderr)
         return 2
 

@@ -1,10 +1,11 @@
 """The main job: a closed-loop evaluation over ROS with the embedded default policy.
 
-    python -m threedmoe_ros.demo [--episodes N] [--out runs/demo]      (what `make demo` runs)
+    threedmoe-demo [--episodes N] [--out runs/demo]    (`make demo` runs it as python -m threedmoe_ros.demo)
 
 Starts the sim_eval profile (sim bridge, policy node, evaluator) as separate processes over DDS
-on loopback, runs Zone, Bowl and Stacking episodes on held-out (test-split) seeds, and ends by
-printing the success table (also written as JSON, markdown and PNG under --out).
+(on loopback, in the user's ROS_DOMAIN_ID when exported), runs Zone, Bowl and Stacking episodes on
+held-out (test-split) seeds, and ends by printing the success table (also written as JSON, markdown
+and a PNG plot under --out).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from pathlib import Path
 
 from threedmoe_ros.bringup import run
 from threedmoe_ros.checkpoints import DEFAULT_POLICY
-from threedmoe_ros.profiles import load_profile
+from threedmoe_ros.profiles import ProfileError, load_profile
 
 TASKS = ["put-block-in-zone", "put-block-in-bowl", "stack-blocks"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m threedmoe_ros.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="threedmoe-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=None,
                         help="episodes per task (default: config/sim_eval.yaml's, 2)")
     parser.add_argument("--checkpoint", default=str(DEFAULT_POLICY), help="policy checkpoint directory")
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (Path(args.checkpoint) / "model.safetensors").is_file():
         print(f"demo: no policy checkpoint in {args.checkpoint}; train one with "
-              "`python -m threedmoe_ros.train.pose_dit` or pass --checkpoint", file=sys.stderr)
+              "`threedmoe-train-pose-dit` or pass --checkpoint", file=sys.stderr)
         return 2
     episodes = args.episodes or load_profile("sim_eval")["sim_bridge"]["episodes"]
     if episodes < 1:
@@ -40,13 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         f"policy.checkpoint={args.checkpoint}",
         f"sim_bridge.tasks=[{','.join(TASKS)}]",
         f"sim_bridge.episodes={episodes}",
-        f"evaluator.expected_episodes={episodes * len(TASKS)}",
         f"evaluator.output_dir={args.out}",
-    ]
-    status = run("sim_eval", overrides, timeout_s=args.timeout)
+    ]  # the evaluator waits for tasks × episodes results: derived by profiles.resolve
+    try:
+        status = run("sim_eval", overrides, timeout_s=args.timeout)
+    except (FileNotFoundError, ProfileError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     table = Path(args.out) / "success.md"
     if status == 0 and table.is_file():
-        print(f"\ndemo: done; table, plot and per-episode results in {args.out}/")
+        print(f"\ndemo: done; table in {table}, plot in {table.with_suffix('.png')}, "
+              f"per-episode results in {table.with_suffix('.json')}")
     elif status != 0:
         print(f"demo: the evaluation did not finish (exit {status}); see the node output above", file=sys.stderr)
     return status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 
 import rclpy
@@ -38,6 +39,10 @@ def run(make_node: Callable[[], Node], done: Callable[[Node], bool] = lambda nod
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Clean-up (closing a bag, writing a table) must not be cut short: when the main node exits,
+        # bringup and ros2 launch send SIGINT to every node, also to one already finishing by itself.
+        # A node stuck here still ends by SIGTERM/SIGKILL, which both send next.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if on_exit is not None:
             on_exit(node)
         node.destroy_node()

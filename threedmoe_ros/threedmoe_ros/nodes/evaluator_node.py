@@ -32,7 +32,8 @@ class EvaluatorNode(Node):
             return
         self._seen.add(key)
         self.outcomes.append(outcome)
-        self.get_logger().info(f"result {len(self.outcomes)}: {outcome.task} seed {outcome.seed} -> "
+        of = f"/{self.expected}" if self.expected > 0 else ""
+        self.get_logger().info(f"result {len(self.outcomes)}{of}: {outcome.task} seed {outcome.seed} -> "
                                f"{'success' if outcome.success else outcome.reason}")
         write_report(self.outcomes, self.output_dir, self.title)
 
