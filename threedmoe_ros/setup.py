@@ -14,7 +14,8 @@ NODES = {
     "recorder_node": "threedmoe_ros.nodes.recorder_node:main",
     "evaluator_node": "threedmoe_ros.nodes.evaluator_node:main",
 }
-# Command-line tools a user runs by hand; none of them needs ROS.
+# Command-line tools a user runs by hand; only threedmoe-bringup starts ROS. After `colcon build`
+# they are in lib/threedmoe_ros like the nodes: `ros2 run threedmoe_ros threedmoe-bringup sim_eval`.
 CLIS = {
     "threedmoe-selfcheck": "threedmoe_ros.selfcheck:main",
     "threedmoe-bringup": "threedmoe_ros.bringup:main",
@@ -25,6 +26,7 @@ CLIS = {
     "threedmoe-qa-data": "threedmoe_ros.data.qa:main",
     "threedmoe-train-stage1": "threedmoe_ros.train.stage1:main",
     "threedmoe-train-stage2": "threedmoe_ros.train.stage2:main",
+    "threedmoe-routing": "threedmoe_ros.eval.routing:main",
 }
 
 setup(
@@ -36,6 +38,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     package_data={PACKAGE: ["checkpoints/*/*"]},  # the embedded default policy
     include_package_data=True,

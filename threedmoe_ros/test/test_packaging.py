@@ -62,3 +62,40 @@ def console_scripts() -> dict[str, str]:
 def test_console_scripts_resolve(name, target):
     module, func = target.split(":")
     assert callable(getattr(importlib.import_module(module), func)), f"{name} -> {target} is not callable"
+
+
+# Keys that resolve in the Jazzy rosdep database for Ubuntu 24.04, as scripts/check_rosdep.sh
+# reported them (ros/rosdistro, Aug 2026). A new dependency must be checked there and added here;
+# e.g. `rclpy_lifecycle` is no key (lifecycle nodes are part of rclpy).
+JAZZY_ROSDEP_KEYS = {
+    "action_msgs", "ament_cmake", "ament_index_python", "builtin_interfaces", "geometry_msgs", "launch",
+    "launch_ros", "lifecycle_msgs", "python3-matplotlib", "python3-numpy", "python3-pytest", "python3-tqdm",
+    "python3-transforms3d", "python3-yaml", "rcl_interfaces", "rclpy", "rosgraph_msgs",
+    "rosidl_default_generators", "rosidl_default_runtime", "rviz2", "sensor_msgs", "std_msgs", "tf2_msgs",
+    "visualization_msgs",
+}
+WORKSPACE_PACKAGES = {"threedmoe_msgs", "threedmoe_ros"}
+
+
+@pytest.mark.parametrize("name", ["threedmoe_msgs", "threedmoe_ros"])
+def test_every_dependency_is_a_checked_rosdep_key(name):
+    package = parse_package(REPO / name / "package.xml")
+    deps = {d.name for d in package.build_depends + package.buildtool_depends + package.exec_depends
+            + package.test_depends + package.build_export_depends}
+    unknown = deps - JAZZY_ROSDEP_KEYS - WORKSPACE_PACKAGES
+    assert not unknown, f"{name}/package.xml: {sorted(unknown)} not checked against rosdep (scripts/check_rosdep.sh)"
+
+
+def test_python_dependencies_of_the_nodes_are_declared():
+    """Every ROS package a node or the launch module imports is an exec_depend (rosdep installs it)."""
+    package = parse_package(REPO / "threedmoe_ros" / "package.xml")
+    declared = {d.name for d in package.exec_depends}
+    imported = set()
+    for path in (REPO / "threedmoe_ros" / "threedmoe_ros").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                imported |= {n.split(".")[0] for n in names}
+    ros = {n for n in imported if n.endswith(("_msgs", "_interfaces")) or n in ("rclpy", "launch", "launch_ros",
+                                                                              "ament_index_python")}
+    assert ros <= declared, f"imported but not declared in package.xml: {sorted(ros - declared)}"
