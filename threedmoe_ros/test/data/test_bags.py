@@ -79,3 +79,32 @@ def test_interrupted_writer_leaves_a_readable_bag(tmp_path):
 def test_reading_a_directory_that_is_not_a_bag_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a rosbag2 directory"):
         list(bags.read_messages(tmp_path))
+
+
+def test_metadata_carries_offered_qos_so_latched_topics_stay_latched(episode):
+    """`ros2 bag play` republishes a topic with the offered QoS in metadata.yaml: without it the
+    latched instruction and plan would be played volatile and a late subscriber would miss them."""
+    from rosbags.interfaces import QosDurability, QosReliability
+    from rosbags.rosbag2 import Reader
+
+    with Reader(episode[0]) as reader:
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+    assert all(len(profiles) == 1 for profiles in qos.values()), qos
+    for topic in ("/instruction", "/pick_place_plan", "/episode_result"):
+        assert qos[topic][0].durability == QosDurability.TRANSIENT_LOCAL, topic
+        assert qos[topic][0].reliability == QosReliability.RELIABLE, topic
+    assert qos["/points"][0].durability == QosDurability.VOLATILE
+    assert "transient_local" in (episode[0] / "metadata.yaml").read_text()
+
+
+def test_stamps_are_read_from_serialised_messages():
+    """The recorder times each message by its own stamp, read from the CDR without decoding a cloud."""
+    store = bags.typestore()
+    cloud = Cloud(np.zeros((10, 3)), stamp_ns=3_250_000_001)
+    clock = store.types["rosgraph_msgs/msg/Clock"](clock=bags.stamp(7_000_000_002))
+    assert bags.leading_stamp_ns("sensor_msgs/msg/PointCloud2",
+                                 store.serialize_cdr(bags.cloud_msg(cloud), "sensor_msgs/msg/PointCloud2")) == 3_250_000_001
+    assert bags.leading_stamp_ns("rosgraph_msgs/msg/Clock", store.serialize_cdr(clock, "rosgraph_msgs/msg/Clock")) == 7_000_000_002
+    big_endian = store.serialize_cdr(clock, "rosgraph_msgs/msg/Clock", little_endian=False)
+    assert bags.leading_stamp_ns("rosgraph_msgs/msg/Clock", big_endian) == 7_000_000_002
+    assert bags.leading_stamp_ns("std_msgs/msg/String", store.serialize_cdr(bags.string_msg("hi"), "std_msgs/msg/String")) is None

@@ -1,6 +1,7 @@
 """Episodes recorded over ROS (sim bridge in oracle mode → recorder) are real rosbag2 bags: they read
-back with rosbags and with mcap-ros2-support, load into the same training dataset as episodes from
-the offline collector, and an interrupted recording leaves a readable bag."""
+back with rosbags and with mcap-ros2-support, keep /clock, sim-time bag times and the publishers'
+offered QoS (latched topics stay latched on `ros2 bag play`), load into the same training dataset as
+episodes from the offline collector, and an interrupted recording leaves a readable bag."""
 
 from __future__ import annotations
 
@@ -39,13 +40,30 @@ def test_recorded_episodes_read_back_and_train(recorded, tmp_path):
     assert [e.name for e in episodes] == ["0000005", "0000006"], episodes
 
     # rosbags: every topic is there and the episode ended in success with the oracle.
-    topics = {}
-    for topic, _, msg in bags.read_messages(episodes[0]):
+    topics, times = {}, {}
+    for topic, ns, msg in bags.read_messages(episodes[0]):
         topics.setdefault(topic, []).append(msg)
-    assert set(topics) == set(bags.TOPICS)
+        times.setdefault(topic, []).append(ns)
+    assert set(topics) == set(bags.RECORDED_TOPICS)  # the episode's topics and /clock
     result = topics["/episode_result"][-1]
     assert result.task == TASK and result.seed == 5 and result.success
     assert len(topics["/points"]) == result.steps_taken + 1  # one cloud per observation
+
+    # Bag times are the simulator's time, the stamps the messages carry (not the wall clock).
+    assert times["/points"] == [bags.stamp_ns(m.header) for m in topics["/points"]]
+    assert times["/clock"] == [m.clock.sec * 10**9 + m.clock.nanosec for m in topics["/clock"]]
+    assert times["/instruction"][0] <= min(times["/points"]) and max(max(t) for t in times.values()) < 10**12
+
+    # metadata.yaml: the offered QoS of each topic's publisher, so the latched topics replay latched.
+    from rosbags.interfaces import QosDurability
+    from rosbags.rosbag2 import Reader
+
+    with Reader(episodes[0]) as reader:
+        offered = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+    assert all(offered.values()), offered
+    for topic in ("/instruction", "/pick_place_plan", "/episode_result"):
+        assert {q.durability for q in offered[topic]} == {QosDurability.TRANSIENT_LOCAL}, topic
+    assert {q.durability for q in offered["/points"]} == {QosDurability.VOLATILE}
 
     # mcap-ros2-support decodes with the schemas embedded in the file, no typestore of ours.
     mcap_file = next(episodes[0].glob("*.mcap"))

@@ -8,10 +8,12 @@ rclpy deserialises their CDR payloads into the generated threedmoe_msgs classes 
 from __future__ import annotations
 
 import os
+import struct
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from threedmoe_ros.data import pointcloud2
@@ -26,6 +28,31 @@ TOPICS = {
     "/pick_place_plan": "threedmoe_msgs/msg/PickPlacePlan",
     "/joint_states": "sensor_msgs/msg/JointState",
     "/episode_result": "threedmoe_msgs/msg/EpisodeResult",
+}
+# The recorder also keeps the simulator's clock, so `ros2 bag play` can serve it (--clock is not needed).
+RECORDED_TOPICS = {**TOPICS, "/clock": "rosgraph_msgs/msg/Clock"}
+
+
+def qos(depth: int, reliable: bool = True, latched: bool = False) -> Qos:
+    """A QoS profile as rosbag2 writes it into metadata.yaml (offered_qos_profiles). `ros2 bag play`
+    republishes each topic with it: a latched (transient-local) topic stays latched on playback."""
+    forever = QosTime(sec=9223372036, nsec=854775807)  # what rmw reports for "no deadline/lifespan"
+    return Qos(history=QosHistory.KEEP_LAST, depth=depth,
+               reliability=QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
+               durability=QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
+               deadline=forever, lifespan=forever, liveliness=QosLiveliness.AUTOMATIC,
+               liveliness_lease_duration=forever, avoid_ros_namespace_conventions=False)
+
+
+# What the project's publishers offer on each topic (nodes/common.py, the sim bridge): what a bag
+# written without ROS records, and what the recorder records when it cannot ask the publishers.
+OFFERED_QOS = {
+    "/points": qos(5),
+    "/instruction": qos(1, latched=True),
+    "/pick_place_plan": qos(1, latched=True),
+    "/joint_states": qos(100),
+    "/episode_result": qos(1000, latched=True),
+    "/clock": qos(10),
 }
 
 
@@ -67,6 +94,21 @@ def header(ns: int, frame_id: str = "world"):
 
 def stamp_ns(msg_header) -> int:
     return int(msg_header.stamp.sec) * 1_000_000_000 + int(msg_header.stamp.nanosec)
+
+
+def leading_stamp_ns(msgtype: str, cdr: bytes) -> int | None:
+    """The time a serialised message starts with (a std_msgs/Header, or builtin_interfaces/Time as in
+    /clock), read from its CDR without deserialising a whole cloud; None when it starts with neither."""
+    first = typestore().fielddefs[msgtype][1][0][1]
+    if first[1] not in ("std_msgs/msg/Header", "builtin_interfaces/msg/Time"):
+        return None
+    # A 4-byte encapsulation header, then int32 sec, uint32 nanosec. Plain CDR and XCDR2 (0x0000/1,
+    # 0x0006/7; odd = little endian) lay out a ROS message alike; another encoding: no stamp read.
+    kind = int.from_bytes(cdr[:2], "big")
+    if kind not in (0x0000, 0x0001, 0x0006, 0x0007) or len(cdr) < 12:
+        return None
+    sec, nanosec = struct.unpack_from("<iI" if kind & 1 else ">iI", cdr, 4)
+    return sec * 1_000_000_000 + nanosec
 
 
 # ---------------------------------------------------------------- numpy → rosbags messages
@@ -178,16 +220,24 @@ class EpisodeWriter:
         self._connections = {}
 
     def write(self, topic: str, msg, ns: int) -> None:
-        msgtype = TOPICS.get(topic) or msg.__msgtype__
-        if topic not in self._connections:
-            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
-        self._writer.write(self._connections[topic], int(ns), typestore().serialize_cdr(msg, msgtype))
+        msgtype = RECORDED_TOPICS.get(topic) or msg.__msgtype__
+        self.write_raw(topic, msgtype, typestore().serialize_cdr(msg, msgtype), ns)
 
-    def write_raw(self, topic: str, msgtype: str, cdr: bytes, ns: int) -> None:
-        """Write an already serialised CDR payload (what a ROS subscription with raw=True delivers)."""
+    def write_raw(self, topic: str, msgtype: str, cdr: bytes, ns: int, offered_qos: list[Qos] | None = None) -> None:
+        """Write an already serialised CDR payload (what a ROS subscription with raw=True delivers).
+
+        offered_qos: the QoS of the topic's publishers, kept in metadata.yaml for `ros2 bag play`
+        (default: OFFERED_QOS, what this project's publishers offer). Read at a topic's first message.
+        """
         if topic not in self._connections:
-            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
+            if offered_qos is None:
+                offered_qos = [OFFERED_QOS[topic]] if topic in OFFERED_QOS else []
+            self._connections[topic] = self._writer.add_connection(
+                topic, msgtype, typestore=typestore(), offered_qos_profiles=offered_qos)
         self._writer.write(self._connections[topic], int(ns), bytes(cdr))
+
+    def has_topic(self, topic: str) -> bool:
+        return topic in self._connections
 
     def close(self) -> None:
         if self._writer is not None:
