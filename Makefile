@@ -11,8 +11,8 @@ setup:            ## create/refresh the venv, build threedmoe_msgs, self-check (
 test: setup       ## the test suite (what CI runs)
 	$(PY) -m pytest threedmoe_ros/test $(PYTEST_ARGS)
 
-demo: setup       ## the main job (for now: the self-check; the closed-loop demo replaces it)
-	$(PY) -m threedmoe_ros.selfcheck
+demo: setup       ## the main job: closed-loop evaluation over ROS with the embedded policy; prints the success table
+	$(PY) -m threedmoe_ros.demo
 
 bench: setup      ## all benchmarks; JSON under bench/results/
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -6,6 +6,7 @@ on loopback. Exits non-zero naming what is missing; the set-up runs it last.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 import time
@@ -13,8 +14,8 @@ import time
 MODULES = [
     "numpy", "torch", "transformers", "peft", "accelerate", "safetensors", "gguf", "pybullet",
     "open3d", "rosbags", "transforms3d", "yaml", "tqdm", "matplotlib",
-    "rclpy", "sensor_msgs.msg", "geometry_msgs.msg", "visualization_msgs.msg", "threedmoe_msgs.msg",
-    "threedmoe_msgs.action",
+    "rclpy", "sensor_msgs.msg", "geometry_msgs.msg", "visualization_msgs.msg", "rosgraph_msgs.msg",
+    "tf2_msgs.msg", "threedmoe_msgs.msg", "threedmoe_msgs.action",
 ]
 
 
@@ -61,7 +62,12 @@ def check_round_trip(timeout_s: float = 10.0) -> str | None:
         rclpy.shutdown()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="threedmoe-selfcheck", description="Check that this environment can run "
+                                     "threedmoe_ros: import every stack it uses, send a PickPlacePlan between two "
+                                     "nodes over DDS on loopback.",
+                                     epilog="Runs with no options; exit status 0 when everything works.")
+    parser.parse_args(argv)
     failed = check_imports()
     if failed:
         print("selfcheck: cannot import:\n  " + "\n  ".join(failed), file=sys.stderr)
