@@ -99,3 +99,15 @@ def test_python_dependencies_of_the_nodes_are_declared():
     ros = {n for n in imported if n.endswith(("_msgs", "_interfaces")) or n in ("rclpy", "launch", "launch_ros",
                                                                               "ament_index_python")}
     assert ros <= declared, f"imported but not declared in package.xml: {sorted(ros - declared)}"
+
+
+@pytest.mark.parametrize("name", ["threedmoe-bringup", "threedmoe-demo", "threedmoe-selfcheck", "threedmoe-routing",
+                                  "threedmoe-train-stage1", "threedmoe-train-stage2"])
+def test_help_names_the_command_and_does_nothing_else(name, capsys):
+    module, func = console_scripts()[name].split(":")
+    with pytest.raises(SystemExit) as exit_:
+        getattr(importlib.import_module(module), func)(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and out.startswith(f"usage: {name} ")
+    if name == "threedmoe-train-stage2":
+        assert "Stage II" in out.split("options:")[0] and "Stage I of 3D-MoE" not in out

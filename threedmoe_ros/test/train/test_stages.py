@@ -76,3 +76,13 @@ def test_stage2_of_another_moe_preset_starts_from_stage1_encoder(qa_dir, tmp_pat
     assert any("router" in n for n, _ in model.named_parameters())
     with pytest.raises(ValueError, match="init_encoder"):
         StageConfig(out="x", data="y", init="a", init_encoder="b")
+
+
+def test_stage_cli_names_a_bad_data_directory(tmp_path, capsys):
+    from threedmoe_ros.train.stage2 import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "missing has no qa.jsonl" in err and "threedmoe-qa-data" in err
+    assert "Traceback" not in err

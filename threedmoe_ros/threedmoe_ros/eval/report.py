@@ -15,6 +15,16 @@ from pathlib import Path
 from threedmoe_ros.types import EpisodeOutcome
 
 SPLITS = ("seen", "unseen")
+# How an episode can end (EpisodeResult.REASON_*), as the table's "endings" column counts them.
+ENDINGS = {
+    "success": "the task's success check passed",
+    "step_limit": "the task's step limit was reached first",
+    "primitive_failed": "a pick or place failed in the simulator (e.g. nothing under the suction cup at the pick pose)",
+    "invalid_plan": "too many plans were rejected (NaN, outside the workspace, tilted or out of reach)",
+    "timeout": "the simulated-time budget ran out, or over ROS no plan came within plan_timeout_s",
+    "aborted": "the policy declared the task done (an empty plan) or the run was stopped",
+    "running": "the episode had not ended when the table was written",
+}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -63,6 +73,9 @@ def markdown(table: dict, title: str = "Closed-loop success") -> str:
     if total:
         n, s = sum(r["episodes"] for r in total), sum(r["successes"] for r in total)
         lines.append(f"| **all** | | {n} | {s / n:.2f} | | | | |")
+    seen = sorted({k for splits in table.values() for r in splits.values() for k in r["reasons"]} - {"success"})
+    if seen:
+        lines += ["", "Endings: " + "; ".join(f"*{k}*: {ENDINGS.get(k, 'see EpisodeResult.msg')}" for k in seen) + "."]
     return "\n".join(lines) + "\n"
 
 

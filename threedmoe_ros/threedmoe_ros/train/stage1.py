@@ -3,10 +3,10 @@
 Trains the spatial transformer and the projection; PointNet++ and the LLM stay frozen (paper §4).
 Stage II (train/stage2.py) runs the same loop on captions + QA with the MoE routers and LoRA trainable.
 
-    python -m threedmoe_ros.train.stage1 --data data_out/qa --out runs/stage1 --llm smollm2-135m
-    python -m threedmoe_ros.train.stage2 --data data_out/qa --out runs/stage2 --init runs/stage1/checkpoint
+    threedmoe-train-stage1 --data data_out/qa --out runs/stage1 --llm smollm2-135m
+    threedmoe-train-stage2 --data data_out/qa --out runs/stage2 --init runs/stage1/checkpoint
 
---data is a directory written by `python -m threedmoe_ros.data.qa`. What a run leaves in --out:
+--data is a directory written by `threedmoe-qa-data`. What a run leaves in --out:
   checkpoint/   ThreeDMoELLM.save_pretrained (config, 3D encoder, LoRA adapter with routers)
   train.json    the settings; metrics.csv the loss curve; eval.json the QA metrics when --eval-data is given
   summary.json  steps, wall seconds and text tokens/s of the run
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import dataclasses
 import json
 import math
@@ -89,7 +90,7 @@ class StageConfig:
         if self.qa_format != "simulator" and self.qa_format not in FORMATS:
             raise ValueError(f"StageConfig.qa_format must be 'simulator' or one of {FORMATS}, got {self.qa_format!r}")
         if self.qa_format == "simulator" and not self.data:
-            raise ValueError("StageConfig.data is required: a directory written by python -m threedmoe_ros.data.qa")
+            raise ValueError("StageConfig.data is required: a directory written by threedmoe-qa-data")
         if self.qa_format != "simulator" and not (self.qa_file and self.scenes):
             raise ValueError(f"StageConfig.qa_format={self.qa_format!r} needs qa_file (annotations) and scenes "
                              "(a directory of per-scene point clouds)")
@@ -181,6 +182,9 @@ def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(cfg.seed))
     total = cfg.max_steps or cfg.epochs * len(loader)
+    if total <= cfg.warmup_steps:
+        print(f"stage {cfg.stage}: warning: {total} steps end inside the {cfg.warmup_steps}-step warm-up, so the "
+              f"learning rate never reaches {cfg.lr:g}; lower --warmup-steps", file=sys.stderr)
 
     def lr_at(step: int) -> float:  # linear warm-up, then cosine to 10 %
         if step < cfg.warmup_steps:
@@ -233,9 +237,11 @@ def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
     return model
 
 
-def parse_args(stage: int, argv: list[str] | None = None) -> StageConfig:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", help="directory with qa.jsonl (python -m threedmoe_ros.data.qa)")
+def parse_args(stage: int, argv: list[str] | None = None, description: str = __doc__) -> StageConfig:
+    """Command line of threedmoe-train-stage1 / -stage2 (one set of options, each stage's own --help text)."""
+    ap = argparse.ArgumentParser(prog=f"threedmoe-train-stage{stage}", description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="directory with qa.jsonl (written by threedmoe-qa-data)")
     ap.add_argument("--qa-format", default="simulator", choices=["simulator", "scanqa", "sqa3d", "leo"],
                     help="scanqa | sqa3d | leo read --qa-file with clouds from --scenes (data/external.py)")
     ap.add_argument("--qa-file", help="ScanQA / LEO JSON, or SQA3D questions JSON (annotations found beside it)")
@@ -259,16 +265,33 @@ def parse_args(stage: int, argv: list[str] | None = None) -> StageConfig:
     model = {"llm": a.llm, "llm_path": a.llm_path, "moe": None if a.moe == "dense" else a.moe}
     if a.qa_format == "simulator" and not a.data:
         ap.error("--data is required (or --qa-format scanqa|sqa3d|leo with --qa-file and --scenes)")
-    return StageConfig(out=a.out, data=a.data, stage=stage, model=model, init=a.init, init_encoder=a.init_encoder,
-                       qa_format=a.qa_format, qa_file=a.qa_file, scenes=a.scenes, epochs=a.epochs,
-                       max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
-                       device=a.device,
-                       eval_data=a.eval_data, eval_items=a.eval_items, max_new_tokens=a.max_new_tokens)
+    if a.qa_format == "simulator" and not (Path(a.data) / "qa.jsonl").is_file():
+        ap.error(f"--data {a.data} has no qa.jsonl; write one with threedmoe-qa-data --out {a.data}")
+    for flag, path in (("--init", a.init), ("--init-encoder", a.init_encoder)):
+        if path and not Path(path).is_dir():
+            ap.error(f"{flag} {path} is not a checkpoint directory")
+    try:
+        return StageConfig(out=a.out, data=a.data, stage=stage, model=model, init=a.init, init_encoder=a.init_encoder,
+                           qa_format=a.qa_format, qa_file=a.qa_file, scenes=a.scenes, epochs=a.epochs,
+                           max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
+                           device=a.device,
+                           eval_data=a.eval_data, eval_items=a.eval_items, max_new_tokens=a.max_new_tokens)
+    except ValueError as exc:  # StageConfig checks its own fields
+        ap.error(str(exc))
+
+
+def run_cli(cfg: StageConfig) -> int:
+    """Train; a bad input is a message and exit status 2, not a traceback."""
+    try:
+        train(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"threedmoe-train-stage{cfg.stage}: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    train(parse_args(1, argv))
-    return 0
+    return run_cli(parse_args(1, argv))
 
 
 if __name__ == "__main__":

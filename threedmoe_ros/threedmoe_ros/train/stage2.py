@@ -1,10 +1,10 @@
 """Stage II of 3D-MoE: instruction tuning on captions + QA with the MoE routers and LoRA trainable.
 
-    python -m threedmoe_ros.train.stage2 --data data_out/qa --out runs/stage2 --init runs/stage1/checkpoint
+    threedmoe-train-stage2 --data data_out/qa --out runs/stage2 --init runs/stage1/checkpoint
 
 ScanQA, SQA3D or LEO-style annotations instead of simulator QA (formats in data/external.py):
 
-    python -m threedmoe_ros.train.stage2 --qa-format scanqa --qa-file ScanQA_v1.0_train.json
+    threedmoe-train-stage2 --qa-format scanqa --qa-file ScanQA_v1.0_train.json
         --scenes scannet_clouds/ --eval-data ScanQA_v1.0_val.json --init runs/stage1/checkpoint  (one line)
 
 Stage II of a different MoE preset (or dense) from one Stage I run: --init-encoder runs/stage1/checkpoint
@@ -16,12 +16,11 @@ The loop, options and outputs are Stage I's (train/stage1.py); only what is trai
 
 from __future__ import annotations
 
-from threedmoe_ros.train.stage1 import parse_args, train
+from threedmoe_ros.train.stage1 import parse_args, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    train(parse_args(2, argv))
-    return 0
+    return run_cli(parse_args(2, argv, description=__doc__))
 
 
 if __name__ == "__main__":
