@@ -31,15 +31,16 @@ from threedmoe_ros.rosenv import localhost_env
 
 
 def executable(name: str) -> str:
-    """A node's console_script: next to this interpreter (venv, pip install), in the package's
-    lib/threedmoe_ros of a colcon install (where `ros2 run` looks), or on PATH."""
-    candidates = [Path(sys.executable).parent / name]
+    """A node's console_script: in lib/threedmoe_ros of the colcon install the ament index names (where
+    `ros2 run` looks), else next to this interpreter (venv, pip install), else on PATH."""
+    candidates = []
     try:
         from ament_index_python.packages import get_package_prefix
 
         candidates.append(Path(get_package_prefix("threedmoe_ros")) / "lib" / "threedmoe_ros" / name)
     except Exception:  # noqa: BLE001 - not a colcon install (or no ament index): the other places
         pass
+    candidates.append(Path(sys.executable).parent / name)
     for path in candidates:
         if path.is_file():
             return str(path)
@@ -78,7 +79,8 @@ def run(profile: str, overrides: list[str], domain_id: int | None = None, timeou
     env = localhost_env()
     if domain_id is not None:  # an explicit --domain-id beats the environment
         env["ROS_DOMAIN_ID"] = str(domain_id)
-    print(f"bringup {profile}: nodes {', '.join(commands)}; ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
+    where = Path(next(iter(commands.values()))[0]).parent
+    print(f"bringup {profile}: nodes {', '.join(commands)} from {where}; ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
           f"discovery range {env['ROS_AUTOMATIC_DISCOVERY_RANGE']}", flush=True)
     procs: dict[str, subprocess.Popen] = {}
     for name, cmd in commands.items():
