@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "threedmoe_ros"))
 
 from threedmoe_ros.models.schedulers import DDPM, RectifiedFlow  # noqa: E402
 from threedmoe_ros.policy import Policy, PolicyConfig  # noqa: E402
-from threedmoe_ros.train.pose_dit import SyntheticPickPlace  # noqa: E402
+from threedmoe_ros.data.synthetic import SyntheticPickPlace  # noqa: E402
 
 VARIANTS = {
     "rf-1": (RectifiedFlow(), 1),

@@ -27,13 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from threedmoe_ros.models.condition import ConditionEncoder
+from threedmoe_ros.models.condition import Condition, ConditionEncoder
 from threedmoe_ros.models.light_encoder import LightConditionEncoder, LightEncoderConfig
 from threedmoe_ros.models.pose_codec import PoseCodec, PoseCodecConfig
 from threedmoe_ros.models.refine import refine_plan
 from threedmoe_ros.models.pose_dit import FrozenPoseDiT, PoseDiT, PoseDiTConfig
 from threedmoe_ros.models.schedulers import SCHEDULERS, make_scheduler
 from threedmoe_ros.types import Cloud
+from threedmoe_ros.validation import MAX_INSTRUCTION_CHARS
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -77,16 +78,18 @@ class PolicyConfig:
 
     # Pose encoding: workspace box and rotation encoding (see models/pose_codec.py).
     codec: PoseCodecConfig = field(default_factory=PoseCodecConfig)
-    # Pose-DiT shape. pose_dim must equal codec.dim and cond_dim the encoder's output width.
-    head: PoseDiTConfig = field(default_factory=lambda: PoseDiTConfig(cond_dim=LightEncoderConfig().dim))
+    # Pose-DiT shape. pose_dim must equal codec.dim and cond_dim the encoder's output width; the
+    # project's head points at the scene's objects (output="pointer"; "direct" is the paper's plain head).
+    head: PoseDiTConfig = field(default_factory=lambda: PoseDiTConfig(cond_dim=LightEncoderConfig().dim, output="pointer"))
     # Condition encoder, by registered name, and the fields of its config dataclass.
     encoder: str = "light"
     encoder_config: dict = field(default_factory=dict)
     # "rectified_flow" (the paper's) or "ddpm"; scheduler_config holds its dataclass fields.
     scheduler: str = "rectified_flow"
     scheduler_config: dict = field(default_factory=dict)
-    # Longest instruction accepted, in characters: longer text is a client bug, not a task.
-    max_instruction_chars: int = 512
+    # Longest instruction accepted, in characters: longer text is a client bug, not a task. The
+    # default is the one limit of threedmoe_ros.validation, which every node uses too.
+    max_instruction_chars: int = MAX_INSTRUCTION_CHARS
     # Seed of the policy's own generator (used when plan() gets no seed; reset() rewinds it).
     seed: int = 0
 
@@ -95,6 +98,8 @@ class PolicyConfig:
             self.codec = PoseCodecConfig(**self.codec)
         if isinstance(self.head, dict):
             self.head = PoseDiTConfig(**self.head)
+        # The pointer's tolerances are metric; the head works in the codec's normalised space.
+        self.head.unit_m = tuple((h - lo) / 2 for lo, h in zip(self.codec.low, self.codec.high))
         if self.head.pose_dim != self.codec.dim:
             raise ValueError(
                 f"PolicyConfig: head.pose_dim={self.head.pose_dim} but the {self.codec.rotation!r} pose encoding has "
@@ -187,22 +192,31 @@ class Policy(nn.Module):
     # ----- training -----------------------------------------------------------------------------
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """batch: clouds list[Cloud], instructions list[str], plan (B, T, 2, 7), valid (B, T) bool → (loss, info)."""
-        cond, mask = self.encoder(batch["clouds"], batch["instructions"])
+        cond = self.condition(batch["clouds"], batch["instructions"])
         plan = batch["plan"].to(self.device, torch.float32)
         valid = batch["valid"].to(self.device)
         x = self.codec.encode(plan)  # (B, T, 2, d)
         # Padded steps are zeros in the normalised space (see models/pose_dit.py for why).
         x = torch.where(valid[..., None, None], x, torch.zeros_like(x))
-        return self.scheduler.loss(self.head, x, cond, mask, valid)
+        return self.scheduler.loss(self.head, x, cond, None, valid)
+
+    def condition(self, clouds: list[Cloud], instructions: list[str]) -> Condition:
+        """The encoder's condition with its anchors mapped into the codec's normalised space."""
+        cond = Condition.of(self.encoder(clouds, instructions))
+        if cond.anchors is None:
+            return cond
+        box = torch.cat([self.codec.normalize_xyz(cond.boxes[..., :2]), self.codec.normalize_xyz(cond.boxes[..., 2:])], -1)
+        anchor_mask = cond.anchor_mask if cond.anchor_mask is not None else torch.ones_like(cond.mask)
+        return cond._replace(anchors=self.codec.normalize_xyz(cond.anchors), boxes=box, anchor_mask=anchor_mask)
 
     # ----- inference ----------------------------------------------------------------------------
     @torch.no_grad()
     def sample(
-        self, cond: torch.Tensor, mask: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
+        self, cond: Condition, steps: int | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Condition tokens → (poses (B, T, 2, 7), valid_prob (B, T)) for the whole horizon."""
+        """Condition (from `condition`) → (poses (B, T, 2, 7), valid_prob (B, T)) for the whole horizon."""
         head = self._frozen_head if self._frozen_head is not None else self.head
-        x, logit = self.scheduler.sample(head, cond, mask, steps, generator)
+        x, logit = self.scheduler.sample(head, cond, None, steps, generator)
         return self.codec.decode(x), torch.sigmoid(logit)
 
     @torch.no_grad()
@@ -215,10 +229,10 @@ class Policy(nn.Module):
         steps = steps or self.scheduler.num_inference_steps
         generator = torch.Generator().manual_seed(seed) if seed is not None else self._generator
         t0 = time.perf_counter()
-        cond, mask = self.encoder([cloud], [instruction.strip()])
+        cond = self.condition([cloud], [instruction.strip()])
         self._sync()
         t1 = time.perf_counter()
-        poses, valid_prob = self.sample(cond, mask, steps, generator)
+        poses, valid_prob = self.sample(cond, steps, generator)
         poses, valid_prob = poses[0].double().cpu().numpy(), valid_prob[0].double().cpu().numpy()
         t2 = time.perf_counter()
         # Keep the steps before the first invalid one: a plan is a prefix, never a plan with holes.
@@ -244,19 +258,14 @@ class Policy(nn.Module):
         self._generator.manual_seed(self.config.seed)
 
     def _check_inputs(self, cloud: Cloud, text: str, steps: int | None, what: str = "instruction") -> None:
-        if not isinstance(cloud, Cloud):
-            raise ValueError(f"cloud must be a threedmoe_ros.types.Cloud, got {type(cloud).__name__}")
-        if len(cloud) == 0:
-            raise ValueError("cloud has no points; check the sensor or the cloud conversion")
-        if not np.isfinite(cloud.xyz).all():
-            bad = int((~np.isfinite(cloud.xyz)).any(axis=1).sum())
-            raise ValueError(f"cloud has {bad} of {len(cloud)} points with NaN or infinite coordinates; drop them before planning")
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{what} is empty; send a sentence such as 'put the red block in the green zone'")
-        if len(text) > self.config.max_instruction_chars:
-            raise ValueError(f"{what} has {len(text)} characters, more than the limit of {self.config.max_instruction_chars}")
-        if steps is not None and (not isinstance(steps, int) or steps < 1):
-            raise ValueError(f"steps must be a positive int or None, got {steps!r}")
+        """The one input validator (threedmoe_ros.validation), strict: callers pass clouds they made, so
+        a point to drop is their bug. Raises validation.InputError (a ValueError) with the reason."""
+        from threedmoe_ros.validation import InputError, validate_cloud, validate_text
+
+        validate_cloud(cloud, drop=False)
+        validate_text(text, self.config.max_instruction_chars, what)
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise InputError(f"steps must be a positive int or None, got {steps!r}")
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -293,17 +302,26 @@ class Policy(nn.Module):
             if not f.is_file():
                 raise CheckpointError(f"policy checkpoint {path} has no {f.name}; {hint}")
         try:
-            config = PolicyConfig.from_dict(json.loads(config_file.read_text()))
-        except (json.JSONDecodeError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{config_file} is not a valid policy config ({e}); re-save the checkpoint or retrain") from None
+            raw = json.loads(config_file.read_text())
+            if not isinstance(raw, dict):
+                raise TypeError(f"the top level is a {type(raw).__name__}, not an object")
+            config = PolicyConfig.from_dict(raw)
+            if isinstance(config.seed, bool) or not isinstance(config.seed, int):
+                raise TypeError(f"seed must be an int, got {config.seed!r}")
+            # Building the modules checks every size and type the dataclasses do not.
+            policy = cls(config)
+        except (OSError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RuntimeError) as e:
+            raise CheckpointError(
+                f"{config_file} is not a valid policy config ({type(e).__name__}: {e}); fix that field, "
+                "re-save the checkpoint or retrain"
+            ) from None
         try:
             load_file(str(weights_file), device="cpu")  # reads every tensor: a torn file fails here
         except (SafetensorError, OSError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{weights_file} is corrupt or not a safetensors file ({e}); copy it again or retrain") from None
-        policy = cls(config)
         try:
             load_model(policy, str(weights_file), strict=True)
-        except RuntimeError as e:
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{weights_file} does not match {config_file}: {e}") from None
         policy.model_id = path.resolve().name
         return policy.to(map_location).eval()

@@ -13,7 +13,7 @@ from threedmoe_ros.models.condition import ConditionEncoder
 from threedmoe_ros.models.light_encoder import LightConditionEncoder, LightEncoderConfig, object_features, tokenize
 from threedmoe_ros.models.pose_dit import PoseDiTConfig
 from threedmoe_ros.policy import CheckpointError, PlanResult, Policy, PolicyConfig
-from threedmoe_ros.train.pose_dit import SyntheticPickPlace
+from threedmoe_ros.data.synthetic import SyntheticPickPlace
 from threedmoe_ros.types import Cloud
 
 SMALL_HEAD = PoseDiTConfig(hidden_size=64, depth=2, num_heads=4, horizon=4, cond_dim=32)
@@ -183,22 +183,24 @@ def test_encoder_width_must_match_the_head():
 def test_light_encoder_tokens_objects_and_words(scene):
     enc = LightConditionEncoder(LightEncoderConfig(dim=32, layers=1))
     n_objects = len(np.unique(scene.label[scene.label > 0]))
-    tokens, mask = enc([scene, scene], [INSTRUCTION, "stack"])
+    tokens, mask, anchors, boxes, anchor_mask = enc([scene, scene], [INSTRUCTION, "stack"])
+    assert anchor_mask[0].sum() == n_objects and not anchor_mask[0, n_objects:].any()  # objects carry anchors, words none
+    assert (anchors[0, :n_objects, 2] > 0).all()  # top faces, above the table
     assert tokens.shape == (2, n_objects + 8, 32) and mask.shape == (2, n_objects + 8)
     assert mask[0].all() and mask[1].sum() == n_objects + 1
     assert torch.isfinite(tokens).all()
     # Colour is in the object features; colour words get their own stable buckets.
-    feats = object_features(scene, enc.config)
+    feats, _ = object_features(scene, enc.config)
     assert feats.shape == (n_objects, 12) and np.ptp(feats[:, 6:9], axis=0).max() > 0.3
     assert np.abs(feats[:, 10:]).max() <= 1 + 1e-6
     assert tokenize("Red BLOCK", 2048, 32) == tokenize("red block", 2048, 32)
     assert tokenize("red", 2048, 32) != tokenize("green", 2048, 32)
 
 
-def test_light_encoder_without_labels_uses_grid_cells(scene):
+def test_light_encoder_without_labels_segments_the_cloud(scene):
     enc = LightConditionEncoder(LightEncoderConfig(dim=32, layers=1))
     unlabelled = Cloud(scene.xyz, scene.rgb)
-    tokens, mask = enc([unlabelled, Cloud(np.zeros((0, 3)))], ["pick", ""])
+    tokens, mask = enc([unlabelled, Cloud(np.zeros((0, 3)))], ["pick", ""])[:2]
     assert 0 < mask[0].sum() <= 64 + 1 and mask[1].any()
     assert torch.isfinite(tokens).all()
 
@@ -214,7 +216,7 @@ def test_orientation_feature_turns_with_four_times_the_yaw():
         return Cloud(np.c_[xy, np.full(400, 0.02)], label=np.ones(400))
 
     cfg = LightEncoderConfig()
-    f = lambda theta: object_features(square(theta), cfg)[0, 10:]  # noqa: E731
+    f = lambda theta: object_features(square(theta), cfg)[0][0, 10:]  # noqa: E731
     assert np.allclose(f(0.3), f(0.3 + np.pi / 2), atol=1e-6)
     assert np.linalg.norm(f(0.3) - f(-0.3)) > 0.1
     angle = lambda v: np.arctan2(v[1], v[0])  # noqa: E731

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from threedmoe_ros.policy import Policy
-from threedmoe_ros.train.pose_dit import SyntheticPickPlace, collate_plans, main
+from threedmoe_ros.data.synthetic import SyntheticPickPlace
+from threedmoe_ros.train.pose_dit import collate_plans, main
 
 TINY = ["--hidden-size", "32", "--depth", "1", "--horizon", "4", "--batch-size", "8", "--warmup-steps", "2",
         "--log-every", "2", "--save-every", "3", "--synthetic", "32"]

@@ -3,7 +3,7 @@ stacking places on the support's top centre, other places and every orientation 
 
 import numpy as np
 
-from threedmoe_ros.models.refine import object_tops, refine_plan
+from threedmoe_ros.models.refine import refine_plan
 from threedmoe_ros.types import Cloud
 
 
@@ -26,13 +26,6 @@ def pose(x, y, z, yaw=0.3):
     return [x, y, z, 0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2)]
 
 
-def test_object_tops_find_blocks_and_the_flat_zone():
-    tops = {t.label: t for t in object_tops(scene())}
-    assert set(tops) == {1, 2, 3}
-    np.testing.assert_allclose(tops[1].top_xy, [0.40, 0.10], atol=0.005)
-    assert abs(tops[2].top_z - 0.05) < 0.002 and tops[3].height < 0.01
-
-
 def test_pick_and_stack_snap_but_zone_place_and_orientation_do_not():
     cloud = scene()
     plan = np.array([
@@ -49,7 +42,7 @@ def test_pick_and_stack_snap_but_zone_place_and_orientation_do_not():
     np.testing.assert_allclose(plan[0, 0, :2], [0.415, 0.085])  # input untouched
 
 
-def test_far_picks_and_unlabelled_clouds_are_left_alone():
+def test_far_picks_are_left_alone_with_or_without_labels():
     cloud = scene()
     plan = np.array([[pose(0.70, 0.40, 0.03), pose(0.30, 0.30, 0.03)]])
     np.testing.assert_allclose(refine_plan(plan, cloud), plan)

@@ -17,6 +17,12 @@ Seeds: episode i of a split uses seed SPLIT_SEEDS[split] + i (train 0.., val 1 0
 Colours come from the training split unless --unseen-colors (CLIPort's held-out colours, for
 the unseen-colour test set: `--split test --unseen-colors --out DIR_UNSEEN`).
 Existing complete bags are kept, so an interrupted collection resumes where it stopped.
+
+Recovery data (DAgger): `--policy CKPT` lets a trained policy act — its first planned step runs
+whenever the simulator accepts it, the oracle's otherwise — while every observation is still
+labelled with the oracle's plan from that state. A dropped or misplaced block then has a
+demonstration. A failed primitive does not end such an episode (the next state is the point), and
+the bags are read with `threedmoe-train-pose-dit --recovery-data DIR`, successful or not.
 """
 
 from __future__ import annotations
@@ -51,9 +57,12 @@ class Job:
     unseen_colors: bool
     width: int
     height: int
+    policy: str | None = None
+    canonical: bool = True
 
 
 _ENVS: dict = {}
+_POLICIES: dict = {}
 
 
 def _env(job: Job):
@@ -61,15 +70,30 @@ def _env(job: Job):
     from threedmoe_ros.sim.cameras import default_cameras
     from threedmoe_ros.sim.env import EnvConfig, TabletopEnv
 
-    key = (job.task, job.unseen_colors, job.width, job.height)
+    key = (job.task, job.unseen_colors, job.width, job.height, job.policy is not None, job.canonical)
     if key not in _ENVS:
         _ENVS[key] = TabletopEnv(EnvConfig(task=job.task, unseen_colors=job.unseen_colors,
-                                           cameras=default_cameras(job.width, job.height)))
+                                           cameras=default_cameras(job.width, job.height),
+                                           end_on_primitive_failure=job.policy is None, canonical_order=job.canonical))
     return _ENVS[key]
 
 
-def record_episode(env, seed: int, path: Path) -> tuple[bool, int]:
-    """Run the oracle closed loop in `env` for `seed`, writing a bag at `path`; returns (success, steps)."""
+def _policy(path: str | None):
+    if path is None:
+        return None
+    if path not in _POLICIES:
+        import torch
+
+        from threedmoe_ros.policy import Policy
+
+        torch.set_num_threads(1)
+        _POLICIES[path] = Policy.from_pretrained(path).optimize_for_inference()
+    return _POLICIES[path]
+
+
+def record_episode(env, seed: int, path: Path, policy=None) -> tuple[bool, int]:
+    """Run the oracle closed loop in `env` for `seed` (or `policy`, labelled by the oracle), writing
+    a bag at `path`; returns (success, steps)."""
     from threedmoe_ros.data import bags
 
     obs, info = env.reset(seed)
@@ -93,7 +117,12 @@ def record_episode(env, seed: int, path: Path) -> tuple[bool, int]:
         while True:
             plan = env.oracle_plan()
             observe(obs, info, plan)
-            obs, _, terminated, truncated, info = env.step(plan[:1])
+            step = plan[:1]
+            if policy is not None:
+                proposal = policy.plan(obs["cloud"], instruction, seed=seed * 100 + env.steps_taken).poses[:1]
+                if len(proposal) and not env.validate(proposal):
+                    step = proposal
+            obs, _, terminated, truncated, info = env.step(step)
             if terminated or truncated:
                 break
         observe(obs, info, env.oracle_plan() if info["reason"] != "success" else plan[:0])
@@ -110,7 +139,7 @@ def _run(job: Job) -> tuple[Job, str, bool]:
     if path.exists():
         shutil.rmtree(path)  # an interrupted bag without metadata is unreadable; redo it
     try:
-        success, _ = record_episode(_env(job), job.seed, path)
+        success, _ = record_episode(_env(job), job.seed, path, _policy(job.policy))
         return job, "", success
     except Exception as exc:  # noqa: BLE001 — report which episode broke and go on with the rest
         return job, f"{type(exc).__name__}: {exc}", False
@@ -130,6 +159,10 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--unseen-colors", action="store_true", help="use the held-out colours")
     parser.add_argument("--resolution", default="320x240", help="camera image WxH (default 320x240)")
+    parser.add_argument("--policy", default=None, metavar="CKPT",
+                        help="recovery data: this policy acts, the oracle labels every state it reaches")
+    parser.add_argument("--arbitrary-order", action="store_true",
+                        help="oracle takes interchangeable objects in creation order (the ablation of canonical order)")
     args = parser.parse_args(argv)
 
     try:
@@ -158,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from tqdm import tqdm
 
-    jobs = [Job(task, args.split, seed_for(args.split, i), args.out, args.unseen_colors, args.width, args.height)
+    jobs = [Job(task, args.split, seed_for(args.split, i), args.out, args.unseen_colors, args.width, args.height,
+                args.policy, not args.arbitrary_order)
             for task in args.tasks for i in range(args.first, args.first + args.episodes)]
     errors, successes = [], 0
     bar = tqdm(total=len(jobs), unit="episode", desc=f"collect {args.split}")

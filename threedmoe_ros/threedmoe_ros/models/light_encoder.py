@@ -1,9 +1,9 @@
 """A light ConditionEncoder for developing the Pose-DiT head before the 3D-MoE LLM is ready.
 
-Scene → one token per object: with instance labels (the simulator's clouds; label 0 = table) an
-object is its labelled points; without labels (a raw sensor) the points above the table are binned
-into an xy grid and each occupied cell is a token. A token's features are centroid, extent, mean
-colour and log point count, through an MLP.
+Scene → one token per object, as data/objects.py groups the cloud (instance labels when present,
+table-plane + DBSCAN segmentation otherwise). A token's features are centroid, extent, mean
+colour, log point count and 4-fold orientation, through an MLP; each object token also carries its
+top-face centre and box (Condition.anchors / boxes), where the pointer head puts picks and places.
 Instruction → one token per word: lower-cased words hashed (crc32, stable across processes) into
 `vocab_size` buckets and embedded, plus a position embedding. Hashing needs no vocabulary file and
 maps paraphrases' unseen words somewhere instead of failing.
@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from threedmoe_ros.models.condition import ConditionEncoder
+from threedmoe_ros.data.objects import ObjectSummary, objects_of
+from threedmoe_ros.models.condition import Condition, ConditionEncoder
 from threedmoe_ros.types import Cloud
 from threedmoe_ros.workspace import WORKSPACE_CENTER, WORKSPACE_HALF
 
@@ -40,19 +41,20 @@ class LightEncoderConfig:
     vocab_size: int = 2048  # hash buckets; collisions are rare at templated-English vocabularies
     max_words: int = 32  # longer instructions are cut (the policy rejects very long ones first)
     max_objects: int = 32  # the largest objects by point count are kept
-    # Unlabelled clouds: points higher than this above the lowest point are "objects" (m), and
-    # are binned into grid_cells × grid_cells cells over the xy extent of the cloud.
-    min_height: float = 0.005
-    grid_cells: int = 8
+    # How a cloud becomes objects (data/objects.py): "auto" uses instance labels when the cloud
+    # has them and segments it otherwise; "segment" ignores labels (what a real sensor gives).
+    grouping: str = "auto"
     # Where positions are centred and scaled before the MLP (the workspace centre and half-size).
     center: tuple[float, float, float] = WORKSPACE_CENTER
     scale: tuple[float, float, float] = WORKSPACE_HALF
 
     def __post_init__(self) -> None:
-        for name in ("dim", "layers", "heads", "vocab_size", "max_words", "max_objects", "grid_cells"):
+        for name in ("dim", "layers", "heads", "vocab_size", "max_words", "max_objects"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"LightEncoderConfig.{name} must be a positive int, got {value!r}")
+        if self.grouping not in ("auto", "labels", "segment"):
+            raise ValueError(f"LightEncoderConfig.grouping must be 'auto', 'labels' or 'segment', got {self.grouping!r}")
         if self.dim % self.heads:
             raise ValueError(f"LightEncoderConfig: dim {self.dim} is not divisible by heads {self.heads}")
         self.center = tuple(float(v) for v in self.center)
@@ -67,45 +69,25 @@ def tokenize(instruction: str, vocab_size: int, max_words: int) -> list[int]:
     return [1 + zlib.crc32(w.encode()) % (vocab_size - 1) for w in words]
 
 
-def object_features(cloud: Cloud, cfg: LightEncoderConfig) -> np.ndarray:
-    """(N, 3) cloud → (M, 12) object features, M <= max_objects (M may be 0)."""
-    xyz = cloud.xyz.astype(np.float64)
-    if len(xyz) == 0:
-        return np.zeros((0, N_OBJECT_FEATURES), np.float32)
-    rgb = cloud.rgb.astype(np.float64) / 255.0 if cloud.rgb is not None else np.full_like(xyz, 0.5)
-    if cloud.label is not None:
-        keep = cloud.label > 0
-        ids = cloud.label[keep]
-    else:
-        keep = xyz[:, 2] > xyz[:, 2].min() + cfg.min_height
-        lo, hi = xyz[keep, :2].min(0) if keep.any() else 0, xyz[keep, :2].max(0) if keep.any() else 1
-        cell = np.clip(((xyz[keep, :2] - lo) / np.maximum(hi - lo, 1e-6) * cfg.grid_cells).astype(np.int64), 0, cfg.grid_cells - 1)
-        ids = cell[:, 0] * cfg.grid_cells + cell[:, 1]
-    if len(ids) == 0:
-        return np.zeros((0, N_OBJECT_FEATURES), np.float32)
-    xyz, rgb = xyz[keep], rgb[keep]
-    uniq, inv = np.unique(ids, return_inverse=True)
-    count = np.bincount(inv).astype(np.float64)  # (M,)
-    mean_xyz = np.stack([np.bincount(inv, xyz[:, i]) for i in range(3)], 1) / count[:, None]
-    mean_rgb = np.stack([np.bincount(inv, rgb[:, i]) for i in range(3)], 1) / count[:, None]
-    # Per-object min/max by sorting points by object and reducing each run (ufunc.at is ~5× slower).
-    grouped = xyz[np.argsort(inv, kind="stable")]
-    starts = np.concatenate([[0], np.cumsum(count[:-1])]).astype(np.int64)
-    lo, hi = np.minimum.reduceat(grouped, starts, axis=0), np.maximum.reduceat(grouped, starts, axis=0)
-    z = (xyz[:, 0] - mean_xyz[inv, 0]) + 1j * (xyz[:, 1] - mean_xyz[inv, 1])
-    z4 = z**4
-    r4 = np.bincount(inv, np.abs(z4)) + 1e-12
-    orientation = np.stack([np.bincount(inv, z4.real), np.bincount(inv, z4.imag)], 1) / r4[:, None]  # in [−1, 1]
+def object_features(cloud: Cloud, cfg: LightEncoderConfig) -> tuple[np.ndarray, ObjectSummary]:
+    """(N, 3) cloud → (M, 12) object features and the objects they describe, M <= max_objects (M may be 0)."""
+    objs = objects_of(cloud, cfg.grouping)
+    if len(objs) > cfg.max_objects:  # the largest by point count, in their original order
+        keep = np.sort(np.argsort(-objs.count, kind="stable")[: cfg.max_objects])
+        objs = ObjectSummary(*(getattr(objs, f)[keep] for f in ("centroid", "top", "lo", "hi", "rgb", "count", "orientation")),
+                             [objs.ids[i] for i in keep] if objs.ids else [])
+    if len(objs) == 0:
+        return np.zeros((0, N_OBJECT_FEATURES), np.float32), objs
     center, scale = np.asarray(cfg.center), np.asarray(cfg.scale)
     feats = np.concatenate(
-        [(mean_xyz - center) / scale, (hi - lo) / scale, mean_rgb * 2 - 1, np.log(count)[:, None] / 10, orientation], axis=1
-    )
-    order = np.argsort(-count, kind="stable")[: cfg.max_objects]
-    return feats[np.sort(order)].astype(np.float32)
+        [(objs.centroid - center) / scale, (objs.hi - objs.lo) / scale, objs.rgb * 2 - 1,
+         np.log(objs.count)[:, None] / 10, objs.orientation], axis=1)
+    return feats.astype(np.float32), objs
 
 
 class LightConditionEncoder(ConditionEncoder):
-    """(clouds, instructions) → tokens (B, K, dim) = [objects | words], mask (B, K) True = real."""
+    """(clouds, instructions) → Condition: tokens (B, K, dim) = [objects | words], mask (B, K) True = real,
+    and the object tokens' anchors."""
 
     def __init__(self, config: LightEncoderConfig | None = None):
         super().__init__()
@@ -119,22 +101,26 @@ class LightConditionEncoder(ConditionEncoder):
         self.mixer = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.dim)
 
-    def forward(self, clouds: list[Cloud], instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, clouds: list[Cloud], instructions: list[str]) -> Condition:
         if len(clouds) != len(instructions):
             raise ValueError(f"{len(clouds)} clouds but {len(instructions)} instructions")
         cfg = self.config
         device = self.word_pos.device
-        feats = [object_features(c, cfg) for c in clouds]
+        feats, summaries = zip(*(object_features(c, cfg) for c in clouds)) if clouds else ((), ())
         words = [tokenize(s, cfg.vocab_size, cfg.max_words) for s in instructions]
         B = len(clouds)
         M = max(1, max(len(f) for f in feats))
         W = max(1, max(len(w) for w in words))
         obj = torch.zeros(B, M, N_OBJECT_FEATURES)
         obj_mask = torch.zeros(B, M, dtype=torch.bool)
+        anchors = torch.zeros(B, M + W, 3)
+        boxes = torch.zeros(B, M + W, 4)
         ids = torch.zeros(B, W, dtype=torch.long)
         word_mask = torch.zeros(B, W, dtype=torch.bool)
-        for b, (f, w) in enumerate(zip(feats, words)):
+        for b, (f, w, objs) in enumerate(zip(feats, words, summaries)):
             obj[b, : len(f)] = torch.from_numpy(f)
+            anchors[b, : len(f)] = torch.from_numpy(objs.top)
+            boxes[b, : len(f)] = torch.from_numpy(np.concatenate([objs.lo[:, :2], objs.hi[:, :2]], axis=1))
             obj_mask[b, : len(f)] = True
             ids[b, : len(w)] = torch.tensor(w, dtype=torch.long)
             word_mask[b, : len(w)] = True
@@ -152,4 +138,5 @@ class LightConditionEncoder(ConditionEncoder):
         # let such a row see its first slot, which then carries only the type embedding.
         mask[:, 0] |= ~mask.any(dim=1)
         tokens = self.mixer(tokens, src_key_padding_mask=~mask)
-        return self.norm(tokens), mask
+        anchor_mask = torch.cat([obj_mask, torch.zeros_like(word_mask)], dim=1)
+        return Condition(self.norm(tokens), mask, anchors.to(device), boxes.to(device), anchor_mask)

@@ -111,9 +111,14 @@ class PoseCodec(nn.Module):
     def dim(self) -> int:
         return self.config.dim
 
+    def normalize_xyz(self, xyz: torch.Tensor) -> torch.Tensor:
+        """(..., 3) world positions, or (..., 2) xy, → the same in [−1, 1] over the workspace box."""
+        n = xyz.shape[-1]
+        return 2 * (xyz - self.low[:n]) / (self.high[:n] - self.low[:n]) - 1
+
     def encode(self, poses: torch.Tensor) -> torch.Tensor:
         """(..., 7) x y z qx qy qz qw → (..., d). Positions outside the box map outside [−1, 1]."""
-        pos = 2 * (poses[..., :3] - self.low) / (self.high - self.low) - 1
+        pos = self.normalize_xyz(poses[..., :3])
         rpy = quat_to_rpy(poses[..., 3:7])
         if self.config.rotation == "yaw":
             k_yaw = self.yaw_symmetry * rpy[..., 2]

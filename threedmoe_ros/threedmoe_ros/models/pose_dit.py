@@ -28,14 +28,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from threedmoe_ros.models.condition import Condition
+
 
 class Context(NamedTuple):
     """The condition as the blocks use it: per-block cross-attention keys/values, the key mask
-    (B, 1+K) with the null token first, and the pooled condition (B, H) or None."""
+    (B, 1+K) with the null token first, and the pooled condition (B, H) or None; for the pointer
+    output also the anchors a pose can point at (A = K condition tokens + G table-grid points):
+    keys (B, A, H), positions (B, A, 3) normalised, validity (B, A) and xy boxes (B, A, 4)."""
 
     kv: list[tuple[torch.Tensor, torch.Tensor]]
     mask: torch.Tensor
     pooled: torch.Tensor | None
+    anchor_keys: torch.Tensor | None = None
+    anchor_pos: torch.Tensor | None = None
+    anchor_valid: torch.Tensor | None = None
+    anchor_box: torch.Tensor | None = None
 
 
 @dataclass
@@ -57,6 +65,24 @@ class PoseDiTConfig:
     # Also add the masked mean of the condition to the adaLN input, so every block's scale/shift
     # knows the task, not only the tokens that cross-attend (cheap: one vector per sample).
     pool_condition: bool = True
+    # "direct" (the paper's head): the output is whatever the scheduler trains (a velocity, a noise).
+    # "pointer": positions relative to the scene's objects. Each pose points at an anchor — the top-face
+    # centre of an object token (Condition.anchors) or a point of a table grid — and adds a bounded
+    # offset; the output is the clean plan x₁, which the schedulers turn into their own target.
+    # Measured: absolute-xyz regression lands picks ~2 cm off a block whose centre the condition
+    # holds to 1.4 mm; pointing copies it.
+    output: str = "direct"
+    # Table-grid anchors: x × y points spread over the workspace at table height, for places on
+    # free table (parking a block, a named area) that no object marks.
+    grid: tuple[int, int] = (6, 11)
+    # Largest offset from the chosen anchor (m, each axis): a slot anywhere in a 15 cm zone, a block's
+    # height above a support, half a grid cell.
+    pointer_offset_m: float = 0.08
+    # Metres per normalised unit on each axis (half the workspace box): PolicyConfig derives it
+    # from the pose codec, so the pointer's metric tolerances hold in the normalised space.
+    unit_m: tuple[float, float, float] = (0.25, 0.5, 0.15)
+    # Weight of the pointer's cross-entropy against the clean-sample regression.
+    pointer_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("pose_dim", "horizon", "hidden_size", "depth", "num_heads", "cond_dim"):
@@ -71,6 +97,24 @@ class PoseDiTConfig:
             raise ValueError("PoseDiTConfig: the head dimension hidden_size/num_heads must be even")
         if not self.mlp_ratio > 0:
             raise ValueError(f"PoseDiTConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"PoseDiTConfig.output must be one of {OUTPUTS}, got {self.output!r}")
+        self.grid = tuple(int(v) for v in self.grid)
+        self.unit_m = tuple(float(v) for v in self.unit_m)
+        if len(self.grid) != 2 or min(self.grid) < 1 or len(self.unit_m) != 3 or min(self.unit_m) <= 0:
+            raise ValueError(f"PoseDiTConfig: grid needs 2 counts >= 1 and unit_m 3 lengths > 0, got {self.grid}, {self.unit_m}")
+        if not self.pointer_offset_m > 0 or self.pointer_weight < 0:
+            raise ValueError("PoseDiTConfig: pointer_offset_m must be > 0 and pointer_weight >= 0")
+        if self.output == "pointer" and self.pose_dim < 4:
+            raise ValueError("PoseDiTConfig: the pointer output needs pose_dim >= 4 (xyz + rotation)")
+
+    @property
+    def predicts_sample(self) -> bool:
+        """True when the head outputs the clean plan x₁ (the pointer) rather than the scheduler's target."""
+        return self.output == "pointer"
+
+
+OUTPUTS = ("direct", "pointer")
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -205,10 +249,90 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden_size, pose_dim)
         self.validity = nn.Linear(hidden_size, 1)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(c)[:, None, None, :].chunk(2, dim=-1)  # (B, 1, 1, H) each
-        h = modulate(self.norm(x), shift, scale)  # (B, T, 2, H)
+        return modulate(self.norm(x), shift, scale)  # (B, T, 2, H)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(x, c)
         return self.linear(h), self.validity(h.mean(dim=2)).squeeze(-1)  # (B, T, 2, d), (B, T)
+
+
+def fourier_features(xyz: torch.Tensor, bands: int = 8) -> torch.Tensor:
+    """(..., 3) normalised positions → (..., 6·bands) sin/cos at π·2^k: fine enough for millimetres."""
+    freqs = math.pi * 2.0 ** torch.arange(bands, dtype=xyz.dtype, device=xyz.device)
+    args = (xyz[..., None] * freqs).flatten(-2)  # (..., 3·bands)
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+
+
+class PointerOutput(nn.Module):
+    """Poses relative to the scene: which anchor, then a bounded offset from it (and the rotation).
+
+    For each pose token a query scores the anchors (object tokens with their top-face centres and a
+    table grid); the chosen anchor's key and the token together give a tanh-bounded xyz offset and
+    the rotation channels. Training chooses the anchor the clean pose belongs to (teacher forcing)
+    and adds a cross-entropy on the scores; sampling takes the best-scored anchor. Hard decoding:
+    a soft, score-weighted average of anchors was measured to land picks between blocks.
+    """
+
+    def __init__(self, cfg: PoseDiTConfig):
+        super().__init__()
+        H = cfg.hidden_size
+        self.cfg = cfg
+        self.query = nn.Linear(H, H)
+        self.anchor_proj = nn.Linear(H, H)
+        self.anchor_pos = nn.Linear(6 * 8, H)
+        gx, gy = cfg.grid
+        xs, ys = torch.linspace(-1, 1, gx), torch.linspace(-1, 1, gy)
+        grid = torch.stack([*torch.meshgrid(xs, ys, indexing="ij"), torch.full((gx, gy), -1.0)], dim=-1)  # z = table
+        self.register_buffer("grid", grid.reshape(-1, 3), persistent=False)  # (G, 3)
+        self.grid_embed = nn.Parameter(torch.zeros(gx * gy, H))
+        self.delta = nn.Sequential(nn.Linear(2 * H, H), nn.GELU(), nn.Linear(H, cfg.pose_dim))
+        unit = torch.tensor(cfg.unit_m)
+        self.register_buffer("unit", unit, persistent=False)
+        self.register_buffer("max_offset", cfg.pointer_offset_m / unit, persistent=False)
+
+    def anchors(self, tokens: torch.Tensor, anchors: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor):
+        """Projected condition tokens (B, K, H) + their normalised anchors → keys, positions, validity, boxes (B, A, ·)."""
+        B = tokens.shape[0]
+        grid = self.grid.to(tokens.dtype).expand(B, -1, -1)  # (B, G, 3)
+        keys = torch.cat([self.anchor_proj(tokens) + self.anchor_pos(fourier_features(anchors)),
+                          (self.grid_embed + self.anchor_pos(fourier_features(self.grid.to(tokens.dtype)))).expand(B, -1, -1)], 1)
+        pos = torch.cat([anchors, grid], dim=1)
+        ok = torch.cat([valid, valid.new_ones(B, grid.shape[1])], dim=1)
+        box = torch.cat([boxes, boxes.new_full((B, grid.shape[1], 4), float("nan"))], dim=1)  # grid points contain nothing
+        return keys, pos, ok, box
+
+    def assign(self, x1: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """The anchor each clean pose (B, T, 2, d) belongs to, (B, T, 2): of the objects whose xy box
+        (grown by 5 mm) holds the pose and whose top is at most 1 cm above it, the highest (the block
+        a place stacks on, not the zone under the tower; the block picked, not the bowl it is in);
+        else the nearest table-grid point."""
+        pos = x1[..., None, :3]  # (B, T, 2, 1, 3)
+        box, apos = ctx.anchor_box[:, None, None], ctx.anchor_pos[:, None, None]  # (B, 1, 1, A, ·)
+        m = 0.005 / self.unit[:2]
+        inside = ((pos[..., :2] >= box[..., :2] - m) & (pos[..., :2] <= box[..., 2:] + m)).all(-1)
+        below = apos[..., 2] <= pos[..., 2] + 0.01 / self.unit[2]
+        ok = inside & below & ctx.anchor_valid[:, None, None]
+        height = torch.where(ok, apos[..., 2], torch.full_like(apos[..., 2], -torch.inf))
+        on_object = height.argmax(-1)
+        K = ctx.anchor_pos.shape[1] - self.grid.shape[0]
+        grid_d = (((pos[..., :2] - self.grid[:, :2]) * self.unit[:2]) ** 2).sum(-1)  # (B, T, 2, G) in m²
+        return torch.where(ok.any(-1), on_object, K + grid_d.argmin(-1))
+
+    def forward(self, h: torch.Tensor, ctx: Context, chosen: torch.Tensor | None = None):
+        """h (B, T, 2, H) → x₁ (B, T, 2, d) and the anchor scores (B, T, 2, A)."""
+        B, T, P, H = h.shape
+        scores = torch.einsum("btph,bah->btpa", self.query(h), ctx.anchor_keys) / math.sqrt(H)
+        scores = scores.masked_fill(~ctx.anchor_valid[:, None, None], -torch.inf)
+        if chosen is None:
+            chosen = scores.argmax(-1)  # (B, T, 2)
+        flat = chosen.reshape(B, T * P)
+        key = torch.gather(ctx.anchor_keys, 1, flat[..., None].expand(-1, -1, H)).view(B, T, P, H)
+        base = torch.gather(ctx.anchor_pos, 1, flat[..., None].expand(-1, -1, 3)).view(B, T, P, 3)
+        delta = self.delta(torch.cat([h, key], dim=-1))  # (B, T, 2, d)
+        xyz = base + torch.tanh(delta[..., :3]) * self.max_offset
+        return torch.cat([xyz, delta[..., 3:]], dim=-1), scores
 
 
 class PoseDiT(nn.Module):
@@ -234,6 +358,7 @@ class PoseDiT(nn.Module):
         self.cond_pool = nn.Sequential(nn.SiLU(), nn.Linear(H, H)) if cfg.pool_condition else None
         self.blocks = nn.ModuleList(STDiTBlock(H, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final_layer = FinalLayer(H, cfg.pose_dim)
+        self.pointer = PointerOutput(cfg) if cfg.output == "pointer" else None
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -256,26 +381,45 @@ class PoseDiT(nn.Module):
         for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear, self.final_layer.validity):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.pointer is not None:  # an untrained pointer puts a pose exactly on the anchor it picks
+            nn.init.zeros_(self.pointer.delta[-1].weight)
+            nn.init.zeros_(self.pointer.delta[-1].bias)
 
-    def context(self, cond: torch.Tensor, cond_mask: torch.Tensor | None = None) -> Context:
-        """Everything that depends on the condition alone, computed once per plan."""
+    def context(self, cond, cond_mask: torch.Tensor | None = None) -> Context:
+        """Everything that depends on the condition alone, computed once per plan. `cond` is the
+        condition tokens (B, K, D_cond) or a Condition (whose anchors must be normalised already)."""
+        anchors = None
+        if isinstance(cond, Condition):
+            cond, cond_mask, anchors = cond.tokens, cond.mask, cond
         B = cond.shape[0]
         if cond_mask is None:
             cond_mask = torch.ones(cond.shape[:2], dtype=torch.bool, device=cond.device)
-        tokens = torch.cat([self.null_token.expand(B, -1, -1), self.cond_proj(cond)], dim=1)  # (B, 1+K, H)
+        projected = self.cond_proj(cond)  # (B, K, H)
+        tokens = torch.cat([self.null_token.expand(B, -1, -1), projected], dim=1)  # (B, 1+K, H)
         mask = torch.cat([cond_mask.new_ones(B, 1), cond_mask.bool()], dim=1)  # (B, 1+K)
         pooled = None
         if self.cond_pool is not None:
             weights = mask.to(tokens.dtype)[..., None]
             pooled = self.cond_pool((tokens * weights).sum(1) / weights.sum(1))  # (B, H) masked mean
         kv = [block.cross_attn.key_value(tokens) for block in self.blocks]
-        return Context(kv, mask, pooled)
+        if self.pointer is None:
+            return Context(kv, mask, pooled)
+        if anchors is None or anchors.anchors is None:
+            raise ValueError("the pointer output needs a Condition with anchors (object tokens with their positions); "
+                             "this encoder gives none: use output='direct'")
+        return Context(kv, mask, pooled, *self.pointer.anchors(projected, anchors.anchors, anchors.boxes,
+                                                               anchors.anchor_mask & cond_mask))
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | Context, cond_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | Context, cond_mask: torch.Tensor | None = None,
+        clean: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+    ):
         """`cond` is the condition tokens (B, K, D_cond) with their mask, or a Context from
-        `self.context(cond, mask)` — what samplers pass, so the condition is projected once per plan."""
+        `self.context(cond, mask)` — what samplers pass, so the condition is projected once per plan.
+
+        Returns (out, valid_logit); given the clean plan `clean` (training), (out, valid_logit,
+        pointer_loss): the pointer then decodes from the anchors the clean poses belong to and
+        `pointer_loss` is its cross-entropy over the `valid` steps (None for the direct output)."""
         B, T, P, d = x.shape
         if P != 2 or d != self.config.pose_dim or T > self.config.horizon:
             raise ValueError(
@@ -288,7 +432,18 @@ class PoseDiT(nn.Module):
             c = c + ctx.pooled
         for block, kv in zip(self.blocks, ctx.kv):
             h = block(h, c, kv, ctx.mask)
-        return self.final_layer(h, c)
+        if self.pointer is None:
+            out, logit = self.final_layer(h, c)
+            return (out, logit) if clean is None else (out, logit, None)
+        h = self.final_layer.features(h, c)
+        logit = self.final_layer.validity(h.mean(dim=2)).squeeze(-1)
+        if clean is None:
+            return self.pointer(h, ctx)[0], logit
+        target = self.pointer.assign(clean, ctx)  # (B, T, 2)
+        out, scores = self.pointer(h, ctx, chosen=target)
+        steps = valid if valid is not None else torch.ones(target.shape[:2], dtype=torch.bool, device=target.device)
+        ce = F.cross_entropy(scores[steps].flatten(0, -2), target[steps].flatten()) if steps.any() else scores.sum() * 0
+        return out, logit, self.config.pointer_weight * ce
 
 
 class _Denoiser(nn.Module):
@@ -298,8 +453,8 @@ class _Denoiser(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x, t, kv: list[tuple[torch.Tensor, torch.Tensor]], mask, pooled):
-        return self.model(x, t, Context(kv, mask, pooled))
+    def forward(self, x, t, kv: list[tuple[torch.Tensor, torch.Tensor]], mask, pooled, *anchors):
+        return self.model(x, t, Context(kv, mask, pooled, *anchors))
 
 
 class FrozenPoseDiT:
@@ -327,7 +482,7 @@ class FrozenPoseDiT:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks become constants: intended
-                ctx = self._full(model.context(torch.zeros(batch, 4, cfg.cond_dim, device=device)))
+                ctx = self._full(model.context(self._example_condition(batch, device)))
                 traced = torch.jit.trace(_Denoiser(model).eval(), (x, torch.zeros(batch, device=device), *ctx), check_trace=False)
                 frozen = torch.jit.freeze(traced)
                 try:
@@ -343,18 +498,27 @@ class FrozenPoseDiT:
         finally:
             model.train(was_training)
 
-    def _full(self, ctx: Context) -> Context:
+    def _example_condition(self, batch: int, device) -> Condition:
+        K = 4
+        return Condition(torch.zeros(batch, K, self.config.cond_dim, device=device),
+                         torch.ones(batch, K, dtype=torch.bool, device=device),
+                         torch.zeros(batch, K, 3, device=device), torch.zeros(batch, K, 4, device=device),
+                         torch.ones(batch, K, dtype=torch.bool, device=device))
+
+    def _full(self, ctx: Context) -> tuple:
         # The traced graph always adds the pooled condition; zeros stand in when pooling is off.
+        # Anchor boxes are for training only (assigning targets), so they stay out of the graph.
         if ctx.pooled is None:
             B, H = ctx.mask.shape[0], self.config.hidden_size
             ctx = ctx._replace(pooled=torch.zeros(B, H, device=ctx.mask.device))
-        return ctx
+        extra = () if ctx.anchor_keys is None else (ctx.anchor_keys, ctx.anchor_pos, ctx.anchor_valid)
+        return (ctx.kv, ctx.mask, ctx.pooled, *extra)
 
-    def context(self, cond: torch.Tensor, cond_mask: torch.Tensor | None = None) -> Context:
+    def context(self, cond, cond_mask: torch.Tensor | None = None) -> Context:
         return self.model.context(cond, cond_mask)
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | Context, cond_mask: torch.Tensor | None = None):
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond, cond_mask: torch.Tensor | None = None, **training):
         ctx = cond if isinstance(cond, Context) else self.model.context(cond, cond_mask)
-        if self._denoise is None or tuple(x.shape) != self._shape or torch.is_grad_enabled():
-            return self.model(x, t, ctx)
+        if self._denoise is None or tuple(x.shape) != self._shape or torch.is_grad_enabled() or training:
+            return self.model(x, t, ctx, **training)
         return self._denoise(x, t.to(x.dtype).expand(x.shape[0]), *self._full(ctx))

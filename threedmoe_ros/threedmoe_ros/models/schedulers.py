@@ -24,21 +24,47 @@ from torch import nn
 Info = dict[str, float]
 
 
+def _predicts_sample(model: nn.Module) -> bool:
+    """Heads with the pointer output predict the clean plan itself; the schedulers convert."""
+    return getattr(model.config, "predicts_sample", False)
+
+
+def _masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """MSE over real plan steps only: a clean-sample head has nothing to predict for padding."""
+    if valid is None:
+        return F.mse_loss(pred, target)
+    w = valid.to(pred.dtype)[..., None, None].expand_as(pred)
+    return ((pred - target) ** 2 * w).sum() / w.sum().clamp_min(1.0)
+
+
 def _validity_loss(logit: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor | None:
     return None if valid is None else F.binary_cross_entropy_with_logits(logit, valid.to(logit.dtype))
 
 
-def _total(denoise: torch.Tensor, logit: torch.Tensor, valid: torch.Tensor | None, weight: float) -> tuple[torch.Tensor, Info]:
+def _total(denoise: torch.Tensor, logit: torch.Tensor, valid: torch.Tensor | None, weight: float,
+           pointer: torch.Tensor | None = None) -> tuple[torch.Tensor, Info]:
     bce = _validity_loss(logit, valid)
     loss = denoise if bce is None else denoise + weight * bce
+    if pointer is not None:
+        loss = loss + pointer
     info = {"loss": loss.item(), "denoise": denoise.item()}
     if bce is not None:
         info["validity"] = bce.item()
+    if pointer is not None:
+        info["pointer"] = pointer.item()
     return loss, info
 
 
-def _noise(model: nn.Module, cond: torch.Tensor, horizon: int | None, generator: torch.Generator | None) -> torch.Tensor:
+def _final_validity(model: nn.Module, x: torch.Tensor, ctx, t_clean: float) -> torch.Tensor:
+    """The validity logit of the finished plan: the plan's length must follow from the plan that
+    is returned, not from the last sampling call's input (pure noise at one step)."""
+    t = torch.full((x.shape[0],), t_clean, device=x.device, dtype=x.dtype)
+    return model(x, t, ctx)[1]
+
+
+def _noise(model: nn.Module, cond, horizon: int | None, generator: torch.Generator | None) -> torch.Tensor:
     cfg = model.config
+    cond = getattr(cond, "tokens", cond)  # condition tokens, or a Condition holding them
     shape = (cond.shape[0], horizon or cfg.horizon, 2, cfg.pose_dim)
     # Draw on the generator's device (CPU generators are the portable choice) and move after,
     # so a seed gives the same noise whatever device the model runs on.
@@ -77,7 +103,11 @@ class RectifiedFlow:
         t = self.sample_t(x.shape[0], x.device)  # (B,)
         tb = t.view(-1, 1, 1, 1)
         xt = tb * x + (1 - tb) * x0
-        v, logit = model(xt, t, cond, mask)
+        ctx = model.context(cond, mask)
+        if _predicts_sample(model):  # x₁-prediction: regress the clean plan, the pointer adds its CE
+            x1, logit, pointer = model(xt, t, ctx, clean=x, valid=valid)
+            return _total(_masked_mse(x1, x, valid), logit, valid, self.validity_weight, pointer)
+        v, logit = model(xt, t, ctx)
         return _total(F.mse_loss(v, x - x0), logit, valid, self.validity_weight)
 
     @torch.no_grad()
@@ -89,12 +119,15 @@ class RectifiedFlow:
         x = _noise(model, cond, horizon, generator)  # t = 0
         ctx = model.context(cond, mask)
         dt = 1.0 / steps
+        sample = _predicts_sample(model)
         for i in range(steps):
             t = torch.full((x.shape[0],), i * dt, device=x.device, dtype=x.dtype)
-            v, logit = model(x, t, ctx)
+            out, _ = model(x, t, ctx)
+            # A clean-sample head gives x̂₁; the velocity that reaches it at t = 1 is (x̂₁ − x)/(1 − t),
+            # so the last step lands exactly on x̂₁.
+            v = (out - x) / (1 - i * dt) if sample else out
             x = x + dt * v
-        # The validity logit of the last call (the least noisy input) decides the plan length.
-        return x, logit
+        return x, _final_validity(model, x, ctx, (self.num_train_timesteps - 1) / self.num_train_timesteps)
 
 
 def cosine_alphas_cumprod(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
@@ -139,7 +172,12 @@ class DDPM:
         k = torch.randint(0, self.num_train_timesteps, (x.shape[0],), device=x.device)
         a = self.alphas_cumprod.to(x.device)[k].view(-1, 1, 1, 1)
         xk = a.sqrt() * x + (1 - a).sqrt() * eps
-        eps_pred, logit = model(xk, k.to(x.dtype) / self.num_train_timesteps, cond, mask)
+        t = k.to(x.dtype) / self.num_train_timesteps
+        ctx = model.context(cond, mask)
+        if _predicts_sample(model):
+            x0, logit, pointer = model(xk, t, ctx, clean=x, valid=valid)
+            return _total(_masked_mse(x0, x, valid), logit, valid, self.validity_weight, pointer)
+        eps_pred, logit = model(xk, t, ctx)
         return _total(F.mse_loss(eps_pred, eps), logit, valid, self.validity_weight)
 
     def _x0(self, xk: torch.Tensor, eps: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -155,14 +193,19 @@ class DDPM:
             raise ValueError(f"DDPM ancestral sampling runs all {N} steps (got steps={steps}); use sampler='ddim' for fewer")
         # Descending timesteps, evenly spread over [N−1, 0]: DDPM visits all of them.
         ks = torch.linspace(N - 1, 0, steps).round().long().tolist()
-        acp = self.alphas_cumprod.to(cond.device, cond.dtype)
+        tokens = getattr(cond, "tokens", cond)
+        acp = self.alphas_cumprod.to(tokens.device, tokens.dtype)
         x = _noise(model, cond, horizon, generator)
         ctx = model.context(cond, mask)
+        sample = _predicts_sample(model)
         for i, k in enumerate(ks):
             t = torch.full((x.shape[0],), k / N, device=x.device, dtype=x.dtype)
-            eps, logit = model(x, t, ctx)
+            out, _ = model(x, t, ctx)
             a = acp[k]
-            x0 = self._x0(x, eps, a)
+            if sample:  # x̂₀ from the head; ε follows from it
+                x0 = out.clamp(-1, 1) if self.clip_sample else out
+            else:
+                x0 = self._x0(x, out, a)
             if self.sampler == "ddim":
                 a_prev = acp[ks[i + 1]] if i + 1 < len(ks) else acp.new_tensor(1.0)
                 eps = (x - a.sqrt() * x0) / (1 - a).sqrt()  # re-derive ε from the clipped x0
@@ -178,7 +221,7 @@ class DDPM:
                     x = mean + var.sqrt() * z.to(x.device, x.dtype)
                 else:
                     x = mean
-        return x, logit
+        return x, _final_validity(model, x, ctx, 0.0)
 
 
 SCHEDULERS = {"rectified_flow": RectifiedFlow, "ddpm": DDPM}

@@ -66,6 +66,9 @@ class EnvConfig:
     """Rejected plans allowed before the episode is cut (a policy stuck on bad output must end)."""
     max_sim_time_s: float = 600.0
     """Simulated-time budget of an episode; past it the episode ends with reason "timeout"."""
+    canonical_order: bool = True
+    """The oracle takes interchangeable objects in reading order (sim/tasks.py); False: in the order the
+    scene created them, which no observation shows (kept to measure what canonical order buys)."""
 
     def __post_init__(self) -> None:
         get_task(self.task)  # raises KeyError naming the known tasks
@@ -180,7 +183,7 @@ class TabletopEnv:
 
     def oracle_plan(self) -> np.ndarray:
         """The oracle's remaining plan (T, 2, 7) from the current state; T = 0 when the task is done."""
-        return oracle_plan(self.scene, self.episode)
+        return oracle_plan(self.scene, self.episode, canonical=self.config.canonical_order)
 
     def outcome(self) -> EpisodeOutcome:
         """How the episode ended, or how it stands now (reason "" while it runs)."""
@@ -221,28 +224,23 @@ class TabletopEnv:
     # ------------------------------------------------------------ plan checks
 
     def validate(self, plan: np.ndarray) -> str:
-        """'' when every pose of `plan` can be executed, else what is wrong with the first bad one."""
-        bounds = self.config.fusion.bounds
+        """'' when every pose of `plan` can be executed, else what is wrong with the first bad one.
+
+        The rules that need no physics are the shared plan validator's (threedmoe_ros.validation,
+        which the policy node applies before it publishes); the exact IK reach check is added here.
+        """
+        from threedmoe_ros.validation import validate_plan
+
+        error = validate_plan(plan, bounds=self.config.fusion.bounds, max_tilt_deg=self.config.max_tilt_deg, reach=False)
+        if error:
+            return error
         for k, step in enumerate(plan):
             for which, pose in (("pick", step[0]), ("place", step[1])):
-                where = f"step {k} {which}"
-                if not np.all(np.isfinite(pose)):
-                    return f"{where} pose has non-finite values {pose.tolist()}"
-                norm = np.linalg.norm(pose[3:])
-                if not 0.9 <= norm <= 1.1:
-                    return f"{where} quaternion has norm {norm:.3f}; expected a unit quaternion (x, y, z, w)"
-                xyz = pose[:3]
-                if np.any(xyz < bounds[:, 0] - 0.01) or np.any(xyz > bounds[:, 1] + 0.01):
-                    return (f"{where} position ({xyz[0]:.3f}, {xyz[1]:.3f}, {xyz[2]:.3f}) is outside the workspace "
-                            f"x∈[{bounds[0, 0]}, {bounds[0, 1]}] y∈[{bounds[1, 0]}, {bounds[1, 1]}] z∈[{bounds[2, 0]}, {bounds[2, 1]}]")
-                q = pose[3:] / norm
-                # The tool axis is the pose's -z; its angle to straight down is the tilt.
-                tilt = math.degrees(math.acos(np.clip(1 - 2 * (q[0] ** 2 + q[1] ** 2), -1, 1)))
-                if tilt > self.config.max_tilt_deg:
-                    return f"{where} tool is tilted {tilt:.0f}° from vertical (limit {self.config.max_tilt_deg:.0f}°)"
+                xyz, q = pose[:3], pose[3:] / np.linalg.norm(pose[3:])
                 miss, _ = self.robot.reach_error(xyz, q)
                 if miss > self.config.reach_tolerance:
-                    return f"{where} position ({xyz[0]:.3f}, {xyz[1]:.3f}, {xyz[2]:.3f}) is out of the arm's reach (IK misses by {miss * 100:.1f} cm)"
+                    return (f"step {k} {which} position ({xyz[0]:.3f}, {xyz[1]:.3f}, {xyz[2]:.3f}) is out of the arm's "
+                            f"reach (IK misses by {miss * 100:.1f} cm)")
         return ""
 
     # ------------------------------------------------------------ internals

@@ -134,10 +134,12 @@ class _Planner:
             raise TypeError(f"oracle: unknown goal {goal!r}")
 
 
-def oracle_plan(scene: Scene, episode: Episode) -> np.ndarray:
-    """Remaining steps, (T, 2, 7), to finish `episode` from the scene's current state (T = 0: done)."""
+def oracle_plan(scene: Scene, episode: Episode, canonical: bool = True) -> np.ndarray:
+    """Remaining steps, (T, 2, 7), to finish `episode` from the scene's current state (T = 0: done).
+    `canonical` False walks the goals in creation order (the ablation of canonical order)."""
     planner = _Planner(scene, episode)
-    for goal in episode.goals_now(planner.objects, planner.poses):
+    goals = episode.goals_now(planner.objects, planner.poses) if canonical else episode.goals
+    for goal in goals:
         planner.achieve(goal)
     return np.stack(planner.steps) if planner.steps else np.zeros((0, 2, 7))
 

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from threedmoe_ros.models.pose_codec import PoseCodecConfig
 from threedmoe_ros.models.pose_dit import PoseDiTConfig
 from threedmoe_ros.policy import Policy, PolicyConfig
+from threedmoe_ros.data.synthetic import SyntheticPickPlace
 from threedmoe_ros.types import Cloud, as_plan
 
 DEFAULT_DATASET_FACTORY = "threedmoe_ros.data.dataset:EpisodeDataset"
@@ -51,6 +52,9 @@ class TrainConfig:
 
     out: str
     data: str | None = None
+    # Directories of recovery episodes (data.collect --policy: the policy acted, the oracle labelled
+    # every state it reached). Read whether or not the episode succeeded: the labels are the oracle's.
+    recovery_data: tuple[str, ...] = ()
     # Use a generated SyntheticPickPlace set of this many samples instead of --data (smoke tests).
     synthetic: int = 0
     dataset_factory: str = DEFAULT_DATASET_FACTORY
@@ -124,85 +128,25 @@ def collate_plans(samples: list, horizon: int) -> dict:
     }
 
 
-COLORS = {
-    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40),
-    "purple": (140, 50, 170), "orange": (240, 140, 30), "pink": (240, 130, 180), "cyan": (40, 200, 210),
-}
-PARAPHRASES = ["put the {b} in the {z} zone", "place the {b} into the {z} zone", "move the {b} to the {z} zone"]
-
-
-class SyntheticPickPlace(Dataset):
-    """Generated tabletop scenes for tests and smoke runs: coloured blocks and zones on a table.
-
-    "put the red and blue blocks in the green zone" → one step per named block, in the order
-    named: pick at the block's top (its yaw modulo 90°), place at a slot of the zone. The labelled
-    cloud has table points (label 0), each block's points and each zone's (flat) points.
-    """
-
-    BLOCK = 0.04  # m, cube side
-    ZONE = 0.12  # m, zone side
-
-    def __init__(self, size: int, seed: int = 0, max_blocks: int = 3, points_per_object: int = 64):
-        self.size, self.seed, self.max_blocks, self.points = size, seed, max_blocks, points_per_object
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, index: int) -> tuple[Cloud, str, np.ndarray]:
-        if not 0 <= index < self.size:
-            raise IndexError(f"sample {index} of a {self.size}-sample set")  # also ends `for … in dataset`
-        rng = np.random.default_rng([self.seed, index])
-        names = list(COLORS)
-        n_blocks = int(rng.integers(1, self.max_blocks + 1))
-        colours = rng.choice(names, n_blocks + 2, replace=False)
-        blocks, zones = colours[:n_blocks], colours[n_blocks:]
-        # Cells of a 4 × 6 grid over the workspace keep objects apart.
-        cells = rng.choice(24, n_blocks + 2, replace=False)
-        xy = np.stack([0.33 + 0.12 * (cells // 6), -0.4 + 0.16 * (cells % 6)], 1) + rng.uniform(-0.02, 0.02, (len(cells), 2))
-        yaw = rng.uniform(-math.pi, math.pi, n_blocks)
-        xyz, rgb, label = [rng.uniform([0.25, -0.5, 0.0], [0.75, 0.5, 0.0], (400, 3))], [np.full((400, 3), 120)], [np.zeros(400)]
-        for i, name in enumerate(colours):
-            is_block = i < n_blocks
-            side, height = (self.BLOCK, self.BLOCK) if is_block else (self.ZONE, 0.002)
-            local = rng.uniform(-side / 2, side / 2, (self.points, 2))
-            c, s = (math.cos(yaw[i]), math.sin(yaw[i])) if is_block else (1.0, 0.0)
-            pts = np.c_[xy[i] + local @ np.array([[c, s], [-s, c]]), rng.uniform(0, height, self.points)]
-            xyz.append(pts)
-            rgb.append(np.clip(np.array(COLORS[name]) + rng.normal(0, 8, (self.points, 3)), 0, 255))
-            label.append(np.full(self.points, i + 1))
-        moved = list(range(int(rng.integers(1, n_blocks + 1))))
-        zone = n_blocks + int(rng.integers(0, 2))
-        what = " and ".join(blocks[moved]) + (" blocks" if len(moved) > 1 else " block")
-        instruction = PARAPHRASES[int(rng.integers(len(PARAPHRASES)))].format(b=what, z=colours[zone])
-        plan = []
-        for slot, i in enumerate(moved):
-            pick_yaw = (yaw[i] + math.pi / 4) % (math.pi / 2) - math.pi / 4
-            pick = [*xy[i], self.BLOCK, 0.0, 0.0, math.sin(pick_yaw / 2), math.cos(pick_yaw / 2)]
-            place = [xy[zone][0], xy[zone][1] + 0.04 * (slot - 1), self.BLOCK, 0.0, 0.0, 0.0, 1.0]
-            plan.append([pick, place])
-        cloud = Cloud(np.concatenate(xyz), np.concatenate(rgb), np.concatenate(label))
-        return cloud, instruction, np.asarray(plan)
-
-
 def open_dataset(cfg: TrainConfig) -> Dataset:
     if cfg.synthetic > 0:
         return SyntheticPickPlace(cfg.synthetic, seed=cfg.seed)
-    path = Path(cfg.data)
-    if not path.is_dir():
-        raise SystemExit(f"error: --data {path} is not a directory; record episodes with the simulator first")
+    for path in (cfg.data, *cfg.recovery_data):
+        if not Path(path).is_dir():
+            raise SystemExit(f"error: {path} is not a directory; record episodes with the simulator first")
     module_name, _, attr = cfg.dataset_factory.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise SystemExit(f"error: cannot load the dataset factory {cfg.dataset_factory!r} ({e}); pass --dataset-factory module:callable") from None
-    dataset = factory(path)
-    if len(dataset) == 0:
-        raise SystemExit(f"error: --data {path} holds no training samples")
-    if cfg.cache_points > 0:
-        from threedmoe_ros.data.dataset import InMemoryDataset
+    from threedmoe_ros.data.dataset import EpisodeDataset, InMemoryDataset
 
-        dataset = InMemoryDataset(dataset, max_points=cfg.cache_points, seed=cfg.seed)
-    return dataset
+    parts = [factory(Path(cfg.data))] + [EpisodeDataset(path, only_success=False) for path in cfg.recovery_data]
+    if len(parts[0]) == 0:
+        raise SystemExit(f"error: --data {cfg.data} holds no training samples")
+    if cfg.cache_points > 0:
+        parts = [InMemoryDataset(part, max_points=cfg.cache_points, seed=cfg.seed) for part in parts]
+    return parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
 
 
 # ----- training -----------------------------------------------------------------------------------
@@ -261,7 +205,7 @@ def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resum
     batches = _loop(loader)
     writer = SummaryWriter(str(out / "tb"), purge_step=step)
     csv_file = (out / "metrics.csv").open("a", newline="")
-    fields = ["step", "loss", "denoise", "validity", "lr", "grad_norm", "samples_per_s"]
+    fields = ["step", "loss", "denoise", "validity", "pointer", "lr", "grad_norm", "samples_per_s"]
     log = csv.DictWriter(csv_file, fields, extrasaction="ignore")
     if csv_file.tell() == 0:
         log.writeheader()
@@ -351,19 +295,36 @@ def plot_curves(out: str | Path) -> Path | None:
 
 # ----- command line -------------------------------------------------------------------------------
 
+def _field_help(name: str) -> str:
+    """The comment above a TrainConfig field, as its --help text."""
+    import inspect
+    import re
+
+    source = inspect.getsource(TrainConfig)
+    match = re.search(r"((?:\n    #[^\n]*)+)\n    " + name + r":", source)
+    text = " ".join(line.strip().lstrip("#").strip() for line in match.group(1).strip().splitlines()) if match else name.replace("_", " ")
+    return text.replace("%", "%%")  # argparse formats help strings with %
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, PolicyConfig, bool]:
-    p = argparse.ArgumentParser(prog="python -m threedmoe_ros.train.pose_dit", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="threedmoe-train-pose-dit", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", help="directory of recorded episodes")
     p.add_argument("--out", required=True, help="run directory (checkpoint, logs)")
     p.add_argument("--synthetic", type=int, default=0, help="train on N generated samples instead of --data")
     p.add_argument("--dataset-factory", default=DEFAULT_DATASET_FACTORY, help="module:callable(dir) -> Dataset")
+    p.add_argument("--recovery-data", nargs="*", default=[], metavar="DIR",
+                   help="recovery episodes (threedmoe-collect --policy): every state, labelled by the oracle")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     for f in dataclasses.fields(TrainConfig):
-        if f.name not in ("out", "data", "synthetic", "dataset_factory"):
-            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        if f.name not in ("out", "data", "synthetic", "dataset_factory", "recovery_data"):
+            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                           help=_field_help(f.name))
     g = p.add_argument_group("policy (ignored with --resume: the run's own config is used)")
-    g.add_argument("--scheduler", default="rectified_flow", choices=["rectified_flow", "ddpm"])
+    g.add_argument("--scheduler", default="rectified_flow", choices=["rectified_flow", "ddpm"],
+                   help="training objective and sampler (rectified flow is the paper's)")
+    g.add_argument("--head-output", default="pointer", choices=["pointer", "direct"],
+                   help="pointer: poses relative to the scene's objects; direct: the paper's plain regression head")
     g.add_argument("--horizon", type=int, default=PoseDiTConfig.horizon, help="most plan steps")
     g.add_argument("--hidden-size", type=int, default=PoseDiTConfig.hidden_size)
     g.add_argument("--depth", type=int, default=PoseDiTConfig.depth)
@@ -373,10 +334,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, PolicyConfig
                    help="rectified flow only")
     a = p.parse_args(argv)
     try:
+        a.recovery_data = tuple(a.recovery_data)
         cfg = TrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)})
         codec = PoseCodecConfig(rotation=a.rotation, yaw_symmetry=a.yaw_symmetry)
         base = PolicyConfig()
-        head = dataclasses.replace(base.head, pose_dim=codec.dim, horizon=a.horizon, hidden_size=a.hidden_size, depth=a.depth)
+        head = dataclasses.replace(base.head, pose_dim=codec.dim, horizon=a.horizon, hidden_size=a.hidden_size, depth=a.depth,
+                                   output=a.head_output)
         scheduler_config = {"timestep_sampling": a.timestep_sampling} if a.scheduler == "rectified_flow" else {}
         policy_config = PolicyConfig(codec=codec, head=head, scheduler=a.scheduler, scheduler_config=scheduler_config)
     except ValueError as e:
