@@ -18,16 +18,18 @@ from pathlib import Path
 
 from threedmoe_ros.data.collect import seed_for
 from threedmoe_ros.eval.report import markdown, write_report
-from threedmoe_ros.types import EpisodeOutcome
+from threedmoe_ros.types import Cloud, EpisodeOutcome
 
 
 def run_episode(env, policy, seed: int, k: int, sampling_steps: int, plan_seed: int,
-                refine: bool = False) -> tuple[EpisodeOutcome, list[float]]:
-    """One closed-loop episode; returns its outcome and the policy's plan times (ms)."""
+                refine: bool = False, labels: bool = True) -> tuple[EpisodeOutcome, list[float]]:
+    """One closed-loop episode; returns its outcome and the policy's plan times (ms). `labels` False
+    strips the instance labels from every cloud, so the policy sees what a real sensor gives."""
     obs, _ = env.reset(seed)
     times = []
     while True:
-        result = policy.plan(obs["cloud"], obs["instruction"], steps=sampling_steps, seed=plan_seed + len(times),
+        cloud = obs["cloud"] if labels else Cloud(obs["cloud"].xyz, obs["cloud"].rgb, None, stamp_ns=obs["cloud"].stamp_ns)
+        result = policy.plan(cloud, obs["instruction"], steps=sampling_steps, seed=plan_seed + len(times),
                              refine=refine)
         times.append(result.total_ms)
         obs, _, terminated, truncated, info = env.step(result.poses[:k] if k > 0 else result.poses)
@@ -36,7 +38,8 @@ def run_episode(env, policy, seed: int, k: int, sampling_steps: int, plan_seed: 
 
 
 def evaluate(policy, tasks: list[str], episodes: int, colors: list[str], k: int, sampling_steps: int,
-             resolution: tuple[int, int] = (320, 240), refine: bool = False, progress: bool = True) -> tuple[list[EpisodeOutcome], list[float]]:
+             resolution: tuple[int, int] = (320, 240), refine: bool = False, progress: bool = True,
+             labels: bool = True) -> tuple[list[EpisodeOutcome], list[float]]:
     from tqdm import tqdm
 
     from threedmoe_ros.sim.cameras import default_cameras
@@ -50,13 +53,39 @@ def evaluate(policy, tasks: list[str], episodes: int, colors: list[str], k: int,
             config = EnvConfig(task=task, unseen_colors=color == "unseen", cameras=default_cameras(*resolution))
             with TabletopEnv(config) as env:
                 for i in range(episodes):
-                    outcome, t = run_episode(env, policy, seed_for("test", i), k, sampling_steps, plan_seed=i, refine=refine)
+                    outcome, t = run_episode(env, policy, seed_for("test", i), k, sampling_steps, plan_seed=i, refine=refine,
+                                             labels=labels)
                     outcomes.append(outcome)
                     times += t
                     bar.update(1)
                     bar.set_postfix(success=f"{sum(o.success for o in outcomes)}/{len(outcomes)}")
     bar.close()
     return outcomes, times
+
+
+def plot_steps(summary: dict, path: Path) -> None:
+    """Success rate and plan latency against the number of sampling steps, one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted(int(s) for s in summary["runs"])
+    runs = [summary["runs"][str(s)] for s in steps]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(steps, [r["success_rate"] for r in runs], "o-", color="tab:blue")
+    ax.set_xscale("log")
+    ax.set_xticks(steps, [str(s) for s in steps])
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel("success rate", color="tab:blue")
+    ax.set_ylim(0, 1.05)
+    twin = ax.twinx()
+    twin.plot(steps, [r["plan_ms_p50"] for r in runs], "s--", color="tab:orange")
+    twin.set_ylabel("plan latency p50 (ms)", color="tab:orange")
+    ax.set_title(f"Closed loop vs sampling steps ({len(summary['tasks'])} tasks × {summary['episodes']} episodes)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampling-steps", type=int, nargs="+", default=[4], help="rectified-flow steps (one run each)")
     parser.add_argument("--resolution", default="320x240")
     parser.add_argument("--refine", action="store_true", help="snap plan positions onto observed objects (models/refine.py)")
+    parser.add_argument("--no-labels", action="store_true",
+                        help="strip instance labels from the clouds: objects come from segmentation, as on a real sensor")
     parser.add_argument("--out", type=Path, default=Path("runs/eval_closed_loop"))
     args = parser.parse_args(argv)
 
@@ -97,13 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    summary = {"checkpoint": checkpoint, "tasks": tasks, "episodes": args.episodes,
-               "colors": args.colors, "k": args.k, "refine": args.refine, "runs": {}}
+    summary = {"checkpoint": checkpoint, "tasks": tasks, "episodes": args.episodes, "colors": args.colors,
+               "k": args.k, "refine": args.refine, "labels": not args.no_labels, "runs": {}}
     for steps in args.sampling_steps:
         t0 = time.perf_counter()
         outcomes, times = evaluate(policy, summary["tasks"], args.episodes, args.colors, args.k, steps, resolution,
-                                   refine=args.refine)
-        title = f"Closed-loop success, rectified flow {steps} step{'s' if steps > 1 else ''}{', refined' if args.refine else ''}"
+                                   refine=args.refine, labels=not args.no_labels)
+        title = (f"Closed-loop success, {policy.config.scheduler.replace('_', ' ')} {steps} step{'s' if steps > 1 else ''}"
+                 f"{', refined' if args.refine else ''}{', segmented (no labels)' if args.no_labels else ''}")
         table = write_report(outcomes, args.out / f"steps_{steps}", title,
                              meta={"checkpoint": checkpoint, "k": args.k, "sampling_steps": steps})
         print(markdown(table, title))
@@ -115,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if len(args.sampling_steps) > 1:
+        plot_steps(summary, args.out / "sampling_steps.png")
     print(f"tables and plots under {args.out}/")
     return 0
 
