@@ -29,10 +29,26 @@ Topics (relative names; remap as needed):
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import sys
 import threading
 import time
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """At most `arenas` glibc malloc arenas (mallopt M_ARENA_MAX). Each executor or DDS thread that
+    handles a multi-MB message otherwise keeps its freed copy in an arena of its own, and a flood of
+    big (even refused) clouds or strings ratchets the node's memory up by tens of MB per flood.
+    glibc fixes the limit when a second thread first allocates, so this runs before rclpy and torch
+    are imported (they start threads)."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc: its allocator has its own policy
+        pass
+
+
+_limit_malloc_arenas()
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
@@ -59,8 +75,7 @@ POINTS_QOS = {
     "reliable": QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE),
 }
 DTYPES = ("float32", "float16", "bfloat16")
-
-
+MAX_REASON_CHARS = 1000
 class ConfigureError(RuntimeError):
     """configure cannot complete; the message says why and what to change."""
 
@@ -325,6 +340,8 @@ class PolicyNode(LifecycleNode):
 
     def _reject(self, topic: str, message: str) -> None:
         """Refused input: always an InputStatus; a log line unless the same reason was logged in the last second."""
+        if len(message) > MAX_REASON_CHARS:  # a reason may quote input (a frame_id, field names): never all of it
+            message = message[:MAX_REASON_CHARS] + " …"
         now = time.monotonic()
         last = self._last_log.get(topic)
         if last is None or last[0] != message or now - last[1] > 1.0:
