@@ -90,6 +90,7 @@ class SimBridgeNode(Node):
         self._waiting_stamp: int | None = None
         self.outcomes: list[EpisodeOutcome] = []
         self.done = threading.Event()
+        self._stopping = threading.Event()  # set on shut-down: the episode loop ends quietly
         self._tf_static()
         self._thread = threading.Thread(target=self._run, name="episodes", daemon=True)
         self._thread.start()
@@ -97,8 +98,14 @@ class SimBridgeNode(Node):
     # ------------------------------------------------------------------ plans in
 
     def _on_plan(self, msg: PickPlacePlan) -> None:
+        """Keep the plan that answers the cloud being waited on (matched by stamp); others are ignored."""
+        try:
+            stamp = conv.stamp_ns(msg.header)
+        except Exception as exc:  # noqa: BLE001 - a malformed plan from any client must not end the executor
+            self.get_logger().warning(f"ignored a pick_place_plan with an unreadable stamp: {exc}")
+            return
         with self._plan_cv:
-            if self._waiting_stamp is not None and conv.stamp_ns(msg.header) == self._waiting_stamp:
+            if self._waiting_stamp is not None and stamp == self._waiting_stamp:
                 self._plan = msg
                 self._plan_cv.notify_all()
 
@@ -106,8 +113,9 @@ class SimBridgeNode(Node):
         """The plan answering this cloud; the cloud is sent again every `resend_s` in case it was lost."""
         deadline = time.monotonic() + self.params["plan_timeout_s"]
         with self._plan_cv:
-            while rclpy.ok() and time.monotonic() < deadline:
-                if self._plan_cv.wait_for(lambda: self._plan is not None, timeout=self.params["resend_s"]):
+            while self._running() and time.monotonic() < deadline:
+                if self._plan_cv.wait_for(lambda: self._plan is not None or self._stopping.is_set(),
+                                          timeout=self.params["resend_s"]):
                     break
                 self.points_pub.publish(cloud_msg)
             plan, self._plan, self._waiting_stamp = self._plan, None, None
@@ -120,7 +128,7 @@ class SimBridgeNode(Node):
             self._wait_for_subscribers()
             envs: dict = {}
             for spec in self.episodes:
-                if not rclpy.ok():
+                if not self._running():
                     return
                 env = envs.get((spec.task, spec.unseen_colors)) or self._make_env(spec)
                 envs[(spec.task, spec.unseen_colors)] = env
@@ -136,14 +144,16 @@ class SimBridgeNode(Node):
             n = sum(o.success for o in self.outcomes)
             self.get_logger().info(f"all {len(self.outcomes)} episodes done: {n} successful")
         except Exception as exc:  # noqa: BLE001 - a broken episode loop must be loud, not a silent thread death
-            self.get_logger().error(f"episode loop stopped: {type(exc).__name__}: {exc}")
+            if self._running():
+                self.get_logger().error(f"episode loop stopped: {type(exc).__name__}: {exc}")
+            # else: Ctrl-C shut the node down under the loop (a publish or an ack wait then fails); that is no error.
         finally:
             self.done.set()
 
     def _wait_for_subscribers(self) -> None:
         deadline = time.monotonic() + 60
         topics = list(self.params["wait_for_subscribers"])
-        while rclpy.ok() and time.monotonic() < deadline and any(self.count_subscribers(t) == 0 for t in topics):
+        while self._running() and time.monotonic() < deadline and any(self.count_subscribers(t) == 0 for t in topics):
             time.sleep(0.1)
         time.sleep(self.params["start_delay_s"])
 
@@ -181,7 +191,7 @@ class SimBridgeNode(Node):
                 return self._end(env, "aborted", "the execute_instruction action server did not accept the goal")
         k = self.params["steps_per_plan"]
         try:
-            while rclpy.ok():
+            while self._running():
                 cloud_msg = self._publish_state(env, obs, info)
                 stamp = conv.stamp_ns(cloud_msg.header)
                 if self.params["mode"] == "oracle":
@@ -189,6 +199,8 @@ class SimBridgeNode(Node):
                     self.plan_pub.publish(conv.plan_to_msg(poses, obs["instruction"], stamp, 0.0, "oracle", self.params["frame_id"]))
                 else:
                     msg = self._wait_plan(cloud_msg)
+                    if msg is None and not self._running():
+                        break
                     if msg is None:
                         return self._end(env, "timeout", f"no plan within {self.params['plan_timeout_s']:.0f} s of wall time")
                     poses = conv.plan_from_msg(msg)
@@ -208,8 +220,27 @@ class SimBridgeNode(Node):
         from rclpy.duration import Duration
 
         for pub in (self.points_pub, self.joints_pub, self.instruction_pub, self.plan_pub):
-            if pub is not None and not pub.wait_for_all_acked(Duration(seconds=timeout_s)):
+            if pub is None or not self._running():
+                continue
+            try:
+                acked = pub.wait_for_all_acked(Duration(seconds=timeout_s))
+            except Exception:  # noqa: BLE001 - rcl fails the wait when Ctrl-C shuts the node down meanwhile
+                if not self._running():
+                    return
+                raise
+            if not acked and self._running():
                 self.get_logger().warning(f"{pub.topic_name}: not every subscriber acknowledged within {timeout_s:.0f} s")
+
+    def _running(self) -> bool:
+        return rclpy.ok() and not self._stopping.is_set()
+
+    def stop(self) -> None:
+        """Shut-down (Ctrl-C, or the last episode done): let the episode loop end before the node is destroyed."""
+        self._stopping.set()
+        with self._plan_cv:
+            self._plan_cv.notify_all()
+        self._thread.join(timeout=2.0)
+        time.sleep(0.5)  # let the last messages (the final episode_result) reach their subscribers
 
     def _end(self, env, reason: str, detail: str) -> EpisodeOutcome:
         o = env.outcome()
@@ -243,7 +274,7 @@ class SimBridgeNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     common.run(SimBridgeNode, done=lambda node: node.done.is_set() and node.params["exit_when_done"],
-               executor=lambda: MultiThreadedExecutor(num_threads=2), on_exit=lambda node: time.sleep(0.5), args=args)
+               executor=lambda: MultiThreadedExecutor(num_threads=2), on_exit=lambda node: node.stop(), args=args)
 
 
 if __name__ == "__main__":
