@@ -87,12 +87,19 @@ def guarded(topic: str):
     def wrap(callback):
         @functools.wraps(callback)
         def run(self, *args):
+            if self._closing:
+                return None
             try:
                 return callback(self, *args)
-            except InputError as exc:
-                self._reject(topic, str(exc))
             except Exception as exc:  # noqa: BLE001 - the process must outlive any input
-                self._reject(topic, f"internal error while handling it: {type(exc).__name__}: {exc}")
+                if self._closing:  # shutting down: handles vanish under running callbacks; not an input problem
+                    return None
+                reason = str(exc) if isinstance(exc, InputError) else \
+                    f"internal error while handling it: {type(exc).__name__}: {exc}"
+                try:
+                    self._reject(topic, reason)
+                except Exception:  # noqa: BLE001 - not even the status could be sent; the log line is all there is
+                    self.get_logger().error(f"rejected {topic}: {reason}")
             return None
 
         return run
@@ -179,6 +186,8 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("autostart", True, doc(
             "configure and activate on start (no lifecycle manager needed); if that fails the process exits with status 1"))
         self.policy = None
+        self._closing = False  # set by close(): callbacks still running then end silently
+        self._inferring = threading.Lock()  # held while a plan is made, so close() can wait for it
         self.fatal: str | None = None  # why an autostart failed: main() exits non-zero with it
         self.action = None
         self._lock = threading.Lock()
@@ -313,6 +322,12 @@ class PolicyNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def close(self) -> None:
+        """Before the node is destroyed (Ctrl-C): stop taking input and let a plan being made finish."""
+        self._closing, self._active = True, False
+        if self._inferring.acquire(timeout=10.0):
+            self._inferring.release()
+
     def _release(self) -> None:
         self._active = False
         for sub in self._created:
@@ -371,6 +386,7 @@ class PolicyNode(LifecycleNode):
             self._newest = cloud
         self._guard.trigger()
 
+    @guarded("points")
     def _on_incompatible_qos(self, info) -> None:
         other = "sensor_data" if self.params["points_qos"] == "reliable" else "reliable"
         self._reject("points", f"a publisher of 'points' offers QoS this subscription (points_qos: "
@@ -406,6 +422,7 @@ class PolicyNode(LifecycleNode):
         if self.action is not None:
             self.action.on_result(msg)
 
+    @guarded("points")
     def _report_counts(self) -> None:
         with self._lock:
             counts = dict(self._counts)
@@ -420,6 +437,10 @@ class PolicyNode(LifecycleNode):
     @guarded("points")
     def _infer(self) -> None:
         """Plan for the newest cloud with the current instruction; publish only a plan that passes the plan validator."""
+        with self._inferring:
+            self._plan_newest()
+
+    def _plan_newest(self) -> None:
         action = self.action
         goal_instruction = action.instruction if action is not None else None
         with self._lock:
@@ -475,7 +496,7 @@ def main(args: list[str] | None = None) -> None:
 
     # Several threads: subscriptions keep running while a plan is being made.
     common.run(make, done=lambda node: node.fatal is not None, executor=lambda: MultiThreadedExecutor(num_threads=4),
-               args=args)
+               on_exit=lambda node: node.close(), args=args)
     if made and made[-1].fatal is not None:
         print(f"policy_node: cannot start: {made[-1].fatal}", file=sys.stderr, flush=True)
         sys.exit(1)
