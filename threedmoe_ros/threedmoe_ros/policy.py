@@ -305,6 +305,32 @@ class Policy(nn.Module):
             raw = json.loads(config_file.read_text())
             if not isinstance(raw, dict):
                 raise TypeError(f"the top level is a {type(raw).__name__}, not an object")
+
+            def check_types(value, reference, where: str) -> None:
+                """Every field has its default's JSON type (an int may stand for a float), nested ones too:
+                the dataclasses accept e.g. "pool_condition": "x" or "horizon": true without a word."""
+                kinds = ((bool, (bool,)), (int, (int,)), (float, (int, float)), (str, (str,)), (list, (list,)),
+                         (tuple, (list,)), (dict, (dict,)))
+                for kind, accepted in kinds:
+                    if isinstance(reference, kind):
+                        if not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool):
+                            raise TypeError(f"{where} must be a {kind.__name__}, got {value!r}")
+                        break
+                if isinstance(reference, dict):
+                    for key in value.keys() & reference.keys():
+                        check_types(value[key], reference[key], f"{where}.{key}" if where else key)
+                elif isinstance(reference, (list, tuple)) and reference:
+                    for i, item in enumerate(value):
+                        check_types(item, reference[0], f"{where}[{i}]")
+
+            reference = PolicyConfig().to_dict()
+            for name, default in (("encoder_config", lambda: encoder_entry(raw.get("encoder", "light"))[0]()),
+                                  ("scheduler_config", lambda: make_scheduler(raw.get("scheduler", "rectified_flow")))):
+                try:  # the defaults of the encoder / scheduler this file names
+                    reference[name] = dataclasses.asdict(default())
+                except (TypeError, ValueError, KeyError, ImportError):
+                    pass  # an unknown name: PolicyConfig says so below
+            check_types(raw, reference, "")
             config = PolicyConfig.from_dict(raw)
             if isinstance(config.seed, bool) or not isinstance(config.seed, int):
                 raise TypeError(f"seed must be an int, got {config.seed!r}")

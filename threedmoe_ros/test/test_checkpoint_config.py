@@ -1,0 +1,114 @@
+"""Every way config.json can be wrong gives CheckpointError naming the file (never a traceback):
+each field, nested ones included, set to a value of the wrong type, plus missing, unknown and
+torn pieces of the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from threedmoe_ros.policy import CheckpointError, Policy, PolicyConfig
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    return Policy(PolicyConfig()).save_pretrained(tmp_path_factory.mktemp("ckpt") / "good")
+
+
+def leaves(value, path=()):
+    """(path, value) of every field of a JSON object, nested objects' fields included."""
+    if isinstance(value, dict):
+        if not value:
+            yield path, value
+        for key, inner in value.items():
+            yield from leaves(inner, (*path, key))
+    else:
+        yield path, value
+
+
+def wrong_values(value) -> list:
+    """Values of another JSON type than `value`."""
+    candidates = ["x", 7, 2.5, True, None, [], {}, [1, "a"]]
+    same = lambda v: type(v) is type(value) or (isinstance(value, float) and type(v) is int)  # noqa: E731
+    return [v for v in candidates if not same(v)]
+
+
+def edited(saved: Path, tmp_path: Path, path: tuple, value) -> Path:
+    out = tmp_path / "edited"
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(saved, out)
+    config = json.loads((out / "config.json").read_text())
+    target = config
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_every_field_of_the_wrong_type_is_a_checkpoint_error_naming_the_file(saved, tmp_path):
+    config = json.loads((saved / "config.json").read_text())
+    tried, escaped = 0, []
+    for path, value in leaves(config):
+        if path == ("version",):
+            continue  # its own test below
+        for wrong in wrong_values(value):
+            if isinstance(value, dict) and isinstance(wrong, dict):
+                continue
+            tried += 1
+            try:
+                Policy.from_pretrained(edited(saved, tmp_path, path, wrong))
+                escaped.append((".".join(path), wrong, "loaded"))
+            except CheckpointError as exc:
+                if "config.json" not in str(exc):
+                    escaped.append((".".join(path), wrong, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - what the test is looking for
+                escaped.append((".".join(path), wrong, f"{type(exc).__name__}: {exc}"))
+    assert tried > 80
+    assert not escaped, escaped
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda c: c.update(head=None), "config.json"),
+    (lambda c: c.update(seed="x"), "config.json"),
+    (lambda c: c.update(version=2), "version 2"),
+    (lambda c: c.update(surprise=1), "surprise"),
+    (lambda c: c["head"].update(surprise=1), "surprise"),
+    (lambda c: c["head"].update(hidden_size=-4), "config.json"),
+    (lambda c: c["head"].update(num_heads=3), "config.json"),
+    (lambda c: c.update(encoder="nope"), "unknown encoder"),
+    (lambda c: c.update(scheduler="nope"), "unknown scheduler"),
+    (lambda c: c["scheduler_config"].update(num_inference_steps=0), "config.json"),
+])
+def test_config_variants_name_the_file(saved, tmp_path, change, words):
+    out = edited(saved, tmp_path, ("seed",), 0)
+    config = json.loads((out / "config.json").read_text())
+    change(config)
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=words) as info:
+        Policy.from_pretrained(out)
+    assert str(out / "config.json") in str(info.value) or words in str(info.value)
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda d: (d / "config.json").write_text("[1, 2]"), "config.json is not a valid policy config"),
+    (lambda d: (d / "config.json").write_bytes(b"\xff\xfe\x00"), "config.json is not a valid policy config"),
+    (lambda d: (d / "config.json").write_text(""), "config.json is not a valid policy config"),
+    (lambda d: (d / "config.json").unlink(), "has no config.json"),
+    (lambda d: (d / "model.safetensors").unlink(), "has no model.safetensors"),
+    (lambda d: (d / "model.safetensors").write_bytes(b""), "model.safetensors is corrupt"),
+    (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:1000]), "model.safetensors is corrupt"),
+    (lambda d: (d / "extra.bin").write_bytes(b"\0" * 10), None),  # an extra file is harmless: it loads
+])
+def test_missing_torn_and_extra_files(saved, tmp_path, damage, words):
+    out = edited(saved, tmp_path, ("seed",), 0)
+    damage(out)
+    if words is None:
+        assert isinstance(Policy.from_pretrained(out), Policy)
+        return
+    with pytest.raises(CheckpointError, match=words):
+        Policy.from_pretrained(out)
