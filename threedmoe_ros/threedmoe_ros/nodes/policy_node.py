@@ -50,6 +50,14 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
 
 _limit_malloc_arenas()
 
+
+def _trim_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc malloc_trim), after a multi-MB message was let go."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import MultiThreadedExecutor
@@ -76,6 +84,7 @@ POINTS_QOS = {
 }
 DTYPES = ("float32", "float16", "bfloat16")
 MAX_REASON_CHARS = 1000
+BIG_INPUT_BYTES = 4 << 20  # messages this large are followed by a heap trim
 class ConfigureError(RuntimeError):
     """configure cannot complete; the message says why and what to change."""
 
@@ -187,6 +196,7 @@ class PolicyNode(LifecycleNode):
             "configure and activate on start (no lifecycle manager needed); if that fails the process exits with status 1"))
         self.policy = None
         self._closing = False  # set by close(): callbacks still running then end silently
+        self._big_input = False  # a multi-MB message came in: trim the heap once it is freed
         self._inferring = threading.Lock()  # held while a plan is made, so close() can wait for it
         self.fatal: str | None = None  # why an autostart failed: main() exits non-zero with it
         self.action = None
@@ -251,6 +261,7 @@ class PolicyNode(LifecycleNode):
                                         float(p["result_wait_s"]))
         if p["status_period_s"] > 0:
             self._timer = self.create_timer(float(p["status_period_s"]), self._report_counts, callback_group=io_group)
+        self._trim_timer = self.create_timer(1.0, self._trim_after_big_input, callback_group=io_group)
         return TransitionCallbackReturn.SUCCESS
 
     @staticmethod
@@ -333,9 +344,10 @@ class PolicyNode(LifecycleNode):
         for sub in self._created:
             self.destroy_subscription(sub)
         self._created = []
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-            self._timer = None
+        for name in ("_timer", "_trim_timer"):
+            if getattr(self, name, None) is not None:
+                self.destroy_timer(getattr(self, name))
+                setattr(self, name, None)
         if self.action is not None:
             self.action.destroy()
             self.action = None
@@ -379,6 +391,7 @@ class PolicyNode(LifecycleNode):
     def _on_points(self, msg: PointCloud2) -> None:
         """Decode, validate and keep only the newest cloud; wake the inference callback."""
         self._count("received")
+        self._big_input |= len(msg.data) >= BIG_INPUT_BYTES
         cloud = validate_cloud(conv.msg_to_cloud(msg, max_points=self.limits.max_points), self.limits)
         with self._lock:
             if self._newest is not None:
@@ -395,6 +408,7 @@ class PolicyNode(LifecycleNode):
 
     @guarded("instruction")
     def _on_instruction(self, raw: bytes) -> None:
+        self._big_input |= len(raw) >= BIG_INPUT_BYTES
         text = self._check_text(conv.text_from_cdr(raw))
         with self._lock:
             self._instruction = text
@@ -421,6 +435,11 @@ class PolicyNode(LifecycleNode):
     def _on_result(self, msg: EpisodeResult) -> None:
         if self.action is not None:
             self.action.on_result(msg)
+
+    def _trim_after_big_input(self) -> None:
+        if self._big_input:
+            self._big_input = False
+            _trim_memory()
 
     @guarded("points")
     def _report_counts(self) -> None:
