@@ -107,6 +107,8 @@ def test_bfloat16_node_reports_qos_it_cannot_hear_and_counts_clouds(rclpy_contex
     io = RosIO(rclpy_context, reliable_points=True)
     try:
         assert io.wait_for_subscriber("points"), node.log
+        # The first count report shows the node's status reaches this test before anything is judged.
+        assert io.spin_until(lambda: io.status, 60), node.log
         # A best-effort publisher (as some drivers use) cannot reach the default reliable subscription: said so.
         best_effort = io.node.create_publisher(PointCloud2, "points", qos_profile_sensor_data)
         assert io.spin_until(lambda: any("QoS" in s.message and not s.ok for s in io.status), 60), node.log
