@@ -208,7 +208,6 @@ class PolicyNode(LifecycleNode):
         self._created: list = []
         self._timer = None
         self._counts = dict(received=0, planned=0, dropped=0, refused=0)
-        self._reported: dict = {}
         self._last_log: dict[str, tuple[str, float]] = {}
         # Status is a plain publisher: bad input (and a failed configure) is reported even while inactive.
         self.status_pub = self.create_publisher(InputStatus, "status", 50)
@@ -443,13 +442,12 @@ class PolicyNode(LifecycleNode):
 
     @guarded("points")
     def _report_counts(self) -> None:
+        """Every period, also when nothing changed: the operator sees the node is alive and what it did."""
         with self._lock:
             counts = dict(self._counts)
-        if counts != self._reported:
-            self._reported = counts
-            self.status_pub.publish(conv.status_msg("points", True, (
-                f"clouds received {counts['received']}, planned {counts['planned']}, dropped {counts['dropped']} "
-                f"(a newer cloud arrived first), refused {counts['refused']}"), self.get_clock().now().nanoseconds))
+        self.status_pub.publish(conv.status_msg("points", True, (
+            f"clouds received {counts['received']}, planned {counts['planned']}, dropped {counts['dropped']} "
+            f"(a newer cloud arrived first), refused {counts['refused']}"), self.get_clock().now().nanoseconds))
 
     # ------------------------------------------------------------------ inference
 
