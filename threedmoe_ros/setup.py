@@ -27,6 +27,7 @@ CLIS = {
     "threedmoe-train-stage1": "threedmoe_ros.train.stage1:main",
     "threedmoe-train-stage2": "threedmoe_ros.train.stage2:main",
     "threedmoe-routing": "threedmoe_ros.eval.routing:main",
+    "threedmoe-eval-closed-loop": "threedmoe_ros.eval.closed_loop:main",
 }
 
 setup(

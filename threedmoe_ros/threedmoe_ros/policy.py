@@ -294,7 +294,7 @@ class Policy(nn.Module):
         from safetensors.torch import load_file, load_model
 
         path = Path(path)
-        hint = "train one with `python -m threedmoe_ros.train.pose_dit --data DIR --out DIR` or pass the directory that holds it"
+        hint = "train one with `threedmoe-train-pose-dit --data DIR --out DIR` or pass the directory that holds it"
         if not path.is_dir():
             raise CheckpointError(f"policy checkpoint {path} is not a directory; {hint}")
         config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME

@@ -92,3 +92,32 @@ def test_joint_states_are_a_30_hz_trajectory_of_the_named_arm_joints(demos):
                       "wrist_3_joint")}
     gaps = np.diff(stamps)
     assert np.all(gaps > 0) and np.median(gaps) == pytest.approx(1e9 / 30, rel=0.05)
+
+
+def test_recovery_collection_lets_the_policy_act_and_labels_every_state_with_the_oracle(tmp_path):
+    """DAgger: an untrained policy drives (its steps go wherever it points), yet every recorded
+    observation carries the oracle's plan from that state, and the trainer can read the episodes
+    whether or not the policy succeeded."""
+    import torch
+
+    from threedmoe_ros.models.pose_dit import PoseDiTConfig
+    from threedmoe_ros.policy import Policy, PolicyConfig
+
+    torch.manual_seed(0)
+    policy = Policy(PolicyConfig(head=PoseDiTConfig(hidden_size=32, num_heads=2, depth=1, cond_dim=128, output="pointer")))
+    with torch.no_grad():
+        policy.head.final_layer.validity.bias.fill_(5.0)  # an untrained policy that always proposes a step
+    ckpt = policy.save_pretrained(tmp_path / "ckpt")
+    out = tmp_path / "recovery"
+    assert collect.main(["--tasks", "put-block-in-zone", "--episodes", "2", "--out", str(out), "--resolution", "64x48",
+                         "--policy", str(ckpt)]) == 0
+    samples = list(EpisodeDataset(out, only_success=False))
+    assert len(samples) >= 2
+    with TabletopEnv(EnvConfig(task="put-block-in-zone", observe=False, cameras=default_cameras(64, 48))) as env:
+        env.reset(0)
+        np.testing.assert_allclose(samples[0].plan, env.oracle_plan(), atol=1e-9)  # the first state is the reset's
+    # The untrained policy's moves left the scene in states the oracle never visits on its own: the
+    # remaining plans do not simply shrink by one step per observation as a demonstration's do.
+    episode = [s for s in samples if s.episode.name == "0000000"]
+    lengths = [len(s.plan) for s in episode]
+    assert lengths != list(range(lengths[0], lengths[0] - len(lengths), -1)) or not episode[-1].result.success

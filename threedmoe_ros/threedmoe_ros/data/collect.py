@@ -1,6 +1,6 @@
 """Collect oracle demonstrations from the simulator as rosbag2 (mcap) episodes.
 
-    python -m threedmoe_ros.data.collect --tasks put-block-in-zone stack-blocks --episodes 100 \\
+    threedmoe-collect --tasks put-block-in-zone stack-blocks --episodes 100 \\
         --split train --out data_out/demos --workers 2
 
 One bag directory per episode, OUT/<task>/<split>/<seed>, with topics
@@ -148,7 +148,7 @@ def _run(job: Job) -> tuple[Job, str, bool]:
 def parse_args(argv: list[str] | None):
     from threedmoe_ros.sim.tasks import FAMILIES, resolve_tasks
 
-    parser = argparse.ArgumentParser(prog="python -m threedmoe_ros.data.collect",
+    parser = argparse.ArgumentParser(prog="threedmoe-collect",
                                      description="Collect oracle demonstrations as rosbag2 (mcap) episodes.")
     parser.add_argument("--tasks", nargs="+", default=["all"],
                         help=f"task names, family names ({', '.join(FAMILIES)}) or 'all'")

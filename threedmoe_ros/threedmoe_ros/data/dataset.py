@@ -38,7 +38,7 @@ def find_episodes(root: str | Path, tasks: list[str] | None = None, splits: list
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset directory {root} does not exist; collect episodes with "
-                                f"python -m threedmoe_ros.data.collect --out {root} ...")
+                                f"threedmoe-collect --out {root} ...")
     found = []
     for meta in sorted(root.rglob("metadata.yaml")):
         bag = meta.parent

@@ -1,6 +1,6 @@
 """Closed-loop evaluation in the simulator, no ROS: the policy plans, the first k steps run, it re-plans.
 
-    python -m threedmoe_ros.eval.closed_loop --checkpoint runs/pose_dit/checkpoint \\
+    threedmoe-eval-closed-loop --checkpoint runs/pose_dit/checkpoint \\
         --tasks zone bowl stacking --episodes 100 --colors seen unseen --out runs/eval_closed_loop
     ... --sampling-steps 1 2 4 10        # success rate per rectified-flow step count (one table each)
 
@@ -16,9 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from threedmoe_ros.data.collect import seed_for
 from threedmoe_ros.eval.report import markdown, write_report
 from threedmoe_ros.types import Cloud, EpisodeOutcome
+from threedmoe_ros.validation import InputError
 
 
 def run_episode(env, policy, seed: int, k: int, sampling_steps: int, plan_seed: int,
@@ -29,10 +32,15 @@ def run_episode(env, policy, seed: int, k: int, sampling_steps: int, plan_seed: 
     times = []
     while True:
         cloud = obs["cloud"] if labels else Cloud(obs["cloud"].xyz, obs["cloud"].rgb, None, stamp_ns=obs["cloud"].stamp_ns)
-        result = policy.plan(cloud, obs["instruction"], steps=sampling_steps, seed=plan_seed + len(times),
-                             refine=refine)
-        times.append(result.total_ms)
-        obs, _, terminated, truncated, info = env.step(result.poses[:k] if k > 0 else result.poses)
+        try:
+            result = policy.plan(cloud, obs["instruction"], steps=sampling_steps, seed=plan_seed + len(times),
+                                 refine=refine)
+        except InputError:  # the policy refuses this observation (e.g. it shows no object): it plans nothing
+            times.append(0.0)
+            obs, _, terminated, truncated, info = env.step(np.zeros((0, 2, 7)))
+        else:
+            times.append(result.total_ms)
+            obs, _, terminated, truncated, info = env.step(result.poses[:k] if k > 0 else result.poses)
         if terminated or truncated:
             return env.outcome(), times
 
@@ -91,7 +99,7 @@ def plot_steps(summary: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     from threedmoe_ros.sim.tasks import resolve_tasks
 
-    parser = argparse.ArgumentParser(prog="python -m threedmoe_ros.eval.closed_loop", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="threedmoe-eval-closed-loop", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None, help="policy checkpoint directory (default: the embedded default)")
     parser.add_argument("--tasks", nargs="+", default=["zone", "bowl", "stacking"], help="task or family names")
     parser.add_argument("--episodes", type=int, default=100, help="episodes per task and colour split")

@@ -144,7 +144,8 @@ class TimestepEmbedder(nn.Module):
         )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(sincos_embedding(t * 1000.0, self.frequency_embedding_size))
+        # The sinusoid is computed in float32; cast it to the MLP's dtype so a half-precision head runs.
+        return self.mlp(sincos_embedding(t * 1000.0, self.frequency_embedding_size).to(self.mlp[0].weight.dtype))
 
 
 class Attention(nn.Module):

@@ -19,7 +19,6 @@ primitive that failed (configurable), or on an empty plan (the caller says it is
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

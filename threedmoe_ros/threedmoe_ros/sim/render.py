@@ -1,7 +1,7 @@
 """Render a task's scene and a plan to a PNG, so a person can check a task by looking.
 
-    python -m threedmoe_ros.sim.render --task stack-blocks --seed 3 --out stack.png
-    python -m threedmoe_ros.sim.render --task put-block-in-zone --seed 0 --plan my_plan.npy --out p.png
+    threedmoe-render --task stack-blocks --seed 3 --out stack.png
+    threedmoe-render --task put-block-in-zone --seed 0 --plan my_plan.npy --out p.png
 
 Left: the scene from above (top of the image = far side of the table, +x; left = +y) with the plan's
 steps as numbered arrows from pick to place. Right: the scene after executing the plan, with the
@@ -77,7 +77,7 @@ def render_png(task: str, seed: int, out: Path, plan: np.ndarray | None = None, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m threedmoe_ros.sim.render", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="threedmoe-render", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")

@@ -1,8 +1,8 @@
 """Train the Pose-DiT policy (condition encoder + Pose-DiT head) on pick-and-place demonstrations.
 
-    python -m threedmoe_ros.train.pose_dit --data DIR --out runs/pose_dit
-    python -m threedmoe_ros.train.pose_dit --data DIR --out runs/pose_dit --resume   # continue
-    python -m threedmoe_ros.train.pose_dit --synthetic 2000 --out /tmp/run            # no data needed
+    threedmoe-train-pose-dit --data DIR --out runs/pose_dit
+    threedmoe-train-pose-dit --data DIR --out runs/pose_dit --resume   # continue
+    threedmoe-train-pose-dit --synthetic 2000 --out /tmp/run            # no data needed
 
 The training set is any torch Dataset whose items are (cloud: Cloud, instruction: str,
 plan: ndarray (T_i, 2, 7)); `collate_plans` pads the plans to the horizon T and returns the
