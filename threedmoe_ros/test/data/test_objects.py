@@ -37,6 +37,7 @@ def test_segmentation_finds_every_labelled_object_of_a_simulated_scene(task):
             labelled = objects_of(cloud)
             segmented = objects_of(Cloud(cloud.xyz, cloud.rgb))  # what a real sensor gives: no labels
             assert group_objects(Cloud(cloud.xyz, cloud.rgb)).method == "segment"
+            assert len(segmented) == len(labelled)  # a bowl's floor joins its walls; no block rim becomes an object
             # Every labelled object — blocks, bowls and the flat zones — has a segment whose top face is within 1 cm.
             d = np.linalg.norm(labelled.top[:, None] - segmented.top[None], axis=-1).min(axis=1)
             assert (d < 0.01).all(), (task, seed, d)

@@ -37,9 +37,12 @@ class SegmentConfig:
     # joins a block's faces and keeps blocks 2 cm apart (the oracle's slot spacing) separate.
     eps: float = 0.01
     min_points: int = 8
-    # Flat objects: plane points whose rgb differs from the table's median by more than this (0..255, L2).
+    # Flat objects: plane points whose rgb differs from the table's median by more than this (0..255, L2),
+    # in clusters of at least min_flat_points spanning at least min_flat_extent (m) — wider than the
+    # coloured bottom rim of a block or bowl that falls within plane_distance of the table.
     flat_color_distance: float = 60.0
     min_flat_points: int = 40
+    min_flat_extent: float = 0.06
     seed: int = 0
 
 
@@ -103,7 +106,20 @@ def segment(cloud: Cloud, cfg: SegmentConfig) -> list[np.ndarray]:
         found = [index[labels == k] for k in range(labels.max() + 1)] if labels.size else []
         return [g for g in found if len(g) >= min_size]
 
-    groups = clusters(raised, cfg.min_points) + clusters(flat, cfg.min_flat_points)
+    objects = clusters(raised, cfg.min_points)
+    for g in clusters(flat, cfg.min_flat_points):
+        lo, hi = xyz[g, :2].min(0), xyz[g, :2].max(0)
+        if (hi - lo).max() < cfg.min_flat_extent:
+            continue
+        # A flat patch inside a raised object's footprint and no wider is part of it (a bowl's floor);
+        # a zone is wider than the block or tower standing on it, so it stays an object of its own.
+        owner = [k for k, o in enumerate(objects)
+                 if np.all(lo >= xyz[o, :2].min(0) - 0.005) and np.all(hi <= xyz[o, :2].max(0) + 0.005)]
+        if owner:
+            objects[owner[0]] = np.concatenate([objects[owner[0]], g])
+        else:
+            objects.append(g)
+    groups = objects
     # A stable order that does not depend on DBSCAN's visiting order: by centroid x, then y.
     return sorted(groups, key=lambda g: tuple(np.round(xyz[g, :2].mean(0), 3)))
 

@@ -7,7 +7,7 @@ one linear projection into the LLM's embedding space.
 
 Objects come from, in order of preference:
 1. instance labels carried by the cloud (simulator; label 0 = table/background),
-2. open3d segmentation of a real sensor's cloud: RANSAC table plane removed, DBSCAN clusters above it,
+2. segmentation of a real sensor's cloud (data/objects.py, the grouping every consumer shares),
 3. farthest-point-sampled patches (each point joins its nearest FPS centre) when neither finds objects.
 
 Everything here is pure PyTorch (open3d only for segmentation), batched over all objects of a batch
@@ -17,7 +17,6 @@ nearest points inside the radius, so an object's feature does not depend on the 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from threedmoe_ros.data import objects
+from threedmoe_ros.data.objects import SegmentConfig
 from threedmoe_ros.types import Cloud
 
 GROUPING_MODES = ("auto", "labels", "segment", "patches")
@@ -42,8 +43,8 @@ class PointEncoderConfig:
     sa_widths: MLP widths of the three levels; feature_dim is the last width.
     hidden_dim / num_layers / num_heads: spatial transformer.
     grouping: "auto" (labels → segmentation → patches), or force one method.
-    plane_distance: RANSAC inlier distance of the table plane (m).
-    dbscan_eps / dbscan_min_points: DBSCAN neighbourhood (m) and density for an object cluster.
+    plane_distance / dbscan_eps / dbscan_min_points: the segmentation of unlabelled clouds
+        (data/objects.py, SegmentConfig; the same defaults).
     min_object_points: smaller groups are noise and dropped.
     num_patches: FPS patches when no objects are found.
     seed: seeds point subsampling, so the same cloud always gives the same tokens.
@@ -60,9 +61,9 @@ class PointEncoderConfig:
     num_layers: int = 3
     num_heads: int = 8
     grouping: str = "auto"
-    plane_distance: float = 0.01
-    dbscan_eps: float = 0.02
-    dbscan_min_points: int = 10
+    plane_distance: float = SegmentConfig.plane_distance
+    dbscan_eps: float = SegmentConfig.eps
+    dbscan_min_points: int = SegmentConfig.min_points
     min_object_points: int = 10
     num_patches: int = 32
     seed: int = 0
@@ -330,39 +331,6 @@ class SceneObjects:
         return len(self.xyz)
 
 
-def segment_objects(xyz: np.ndarray, plane_distance: float = 0.01, eps: float = 0.02, min_points: int = 10,
-                    seed: int = 0) -> list[np.ndarray]:
-    """Object point indices of a tabletop cloud from a real sensor, via open3d.
-
-    RANSAC finds the dominant plane; if it is roughly horizontal it is the table, and only points
-    more than `plane_distance` above it are kept (this also drops the floor and table legs). DBSCAN
-    clusters what is left; noise (label −1) is dropped. Returns [] when open3d is missing.
-    Anything flat on the table (the simulator's zones, a sheet of paper) goes with the table: an
-    object must rise more than `plane_distance` above it. On simulator clouds without labels this
-    finds every block and bowl and no zone.
-    """
-    try:
-        import open3d as o3d
-    except ImportError:
-        warnings.warn("open3d is not installed; falling back to FPS patches for object grouping", stacklevel=2)
-        return []
-    if len(xyz) < 3:
-        return []
-    o3d.utility.random.seed(seed)
-    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz.astype(np.float64)))
-    keep = np.arange(len(xyz))
-    (a, b, c, d), inliers = pcd.segment_plane(distance_threshold=plane_distance, ransac_n=3, num_iterations=200)
-    normal = np.array([a, b, c])
-    if abs(normal[2]) > 0.9 * np.linalg.norm(normal):  # a horizontal plane: the table
-        height = (xyz @ normal + d) / np.linalg.norm(normal) * np.sign(normal[2])  # signed, up = positive
-        keep = np.flatnonzero(height > plane_distance)
-        pcd = pcd.select_by_index(keep.tolist())
-    if len(keep) == 0:
-        return []
-    labels = np.asarray(pcd.cluster_dbscan(eps=eps, min_points=min_points))
-    return [keep[labels == lab] for lab in range(labels.max() + 1)] if labels.size else []
-
-
 def fps_patches(xyz: np.ndarray, num_patches: int) -> list[np.ndarray]:
     """Split a cloud into patches: FPS centres, each point to its nearest centre."""
     pts = torch.from_numpy(xyz)[None]
@@ -373,22 +341,19 @@ def fps_patches(xyz: np.ndarray, num_patches: int) -> list[np.ndarray]:
 
 
 def group_objects(cloud: Cloud, cfg: PointEncoderConfig) -> tuple[list[np.ndarray], list[int], str]:
-    """Point-index arrays of the objects in `cloud`, their instance ids (-1 if none), and the method used."""
+    """Point-index arrays of the objects in `cloud`, their instance ids (-1 if none), and the method used:
+    the project's one grouping (data/objects.py: labels, else segmentation), then FPS patches."""
     if len(cloud) == 0:
         raise ValueError("cannot encode an empty cloud (0 points)")
-    mode = cfg.grouping
-    if mode in ("auto", "labels") and cloud.label is not None:
-        ids = [int(i) for i in np.unique(cloud.label) if i > 0]  # 0 is table / background
-        groups = [np.flatnonzero(cloud.label == i) for i in ids]
-        if groups:
-            return groups, ids, "labels"
-    if mode == "labels":
-        raise ValueError("grouping='labels' but the cloud has no instance labels > 0")
-    if mode in ("auto", "segment"):
-        groups = segment_objects(cloud.xyz, cfg.plane_distance, cfg.dbscan_eps, cfg.dbscan_min_points, cfg.seed)
-        groups = [g for g in groups if len(g) >= cfg.min_object_points]
-        if groups:
-            return groups, [-1] * len(groups), "segment"
+    if cfg.grouping != "patches":
+        segment = SegmentConfig(plane_distance=cfg.plane_distance, eps=cfg.dbscan_eps, min_points=cfg.dbscan_min_points,
+                                seed=cfg.seed)
+        found = objects.group_objects(cloud, "auto" if cfg.grouping == "auto" else cfg.grouping, segment)
+        keep = [i for i, g in enumerate(found.indices) if found.method == "labels" or len(g) >= cfg.min_object_points]
+        if keep:
+            return [found.indices[i] for i in keep], [found.ids[i] for i in keep], found.method
+        if cfg.grouping in ("labels", "segment"):
+            raise ValueError(f"grouping={cfg.grouping!r} but the cloud has no objects by that method")
     groups = fps_patches(cloud.xyz, cfg.num_patches)
     return groups, [-1] * len(groups), "patches"
 
