@@ -86,3 +86,65 @@ def test_stage_cli_names_a_bad_data_directory(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "missing has no qa.jsonl" in err and "threedmoe-qa-data" in err
     assert "Traceback" not in err
+
+
+def test_no_3d_ablation_answers_without_the_scene(qa_dir, tmp_path):
+    """--no-3d: the LLM never sees 3D tokens, so the 3D encoder learns nothing and an answer cannot
+    depend on the scene; the LoRA still trains."""
+    s2 = StageConfig(out=str(tmp_path / "s2"), data=str(qa_dir), stage=2, model={**TINY, "moe": "e2-top2"},
+                     max_steps=2, batch_size=2, lr=1e-2, warmup_steps=1, scene_input="none")
+    start = _snapshot(ThreeDMoELLM(MMLLMConfig(**{**TINY, "moe": "e2-top2"})))
+    model = train(s2, progress=False)
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, start[n])}
+    assert any("lora_B" in n for n in moved) and not any(n.startswith("encoder.") for n in moved)
+    assert json.loads((tmp_path / "s2/train.json").read_text())["scene_input"] == "none"
+
+    from threedmoe_ros.data.qa import QADataset
+    from threedmoe_ros.train.stage1 import BatchBuilder, evaluate, scene_tokens
+
+    ds = QADataset(qa_dir)
+    first = ds.items[0]["scene"]
+    clouds = [ds.cloud(first), ds.cloud(next(it["scene"] for it in ds.items if it["scene"] != first))]
+
+    def loss_on(cloud, scene_input):
+        with torch.no_grad(), scene_tokens(model, BatchBuilder(scene_input).clouds([cloud]), 1) as scene:
+            return model.loss(scene, ["What is on the table?"], ["three blocks"])[1]["lm_loss"]
+
+    # Two different scenes: the same loss without 3D tokens, different ones with them.
+    assert loss_on(clouds[0], "none") == loss_on(clouds[1], "none")
+    assert loss_on(clouds[0], "scene") != loss_on(clouds[1], "scene")
+    assert model.encoder.__class__.__name__ == "ObjectEncoder"  # the ablation leaves the model whole
+    metrics = evaluate(model, ds, 2, max_new_tokens=4, progress=False, scene_input="none")
+    assert metrics["count"] == 2
+
+
+def test_shuffle_3d_gives_every_question_another_scenes_cloud():
+    from threedmoe_ros.train.stage1 import BatchBuilder
+
+    a, b, c = object(), object(), object()
+    builder = BatchBuilder("shuffled", seed=0)
+    for _ in range(20):
+        clouds, questions, answers = builder([(a, "q1", "x"), (a, "q2", "y"), (b, "q3", "z"), (c, "q4", "w")])
+        assert questions == ["q1", "q2", "q3", "q4"] and answers == ["x", "y", "z", "w"]
+        assert clouds[0] is clouds[1]  # a scene's questions move together
+        assert all(new is not old for new, old in zip(clouds, (a, a, b, c)))
+    # A batch of one scene borrows a scene of the batch before.
+    clouds, _, _ = builder([(a, "q", "x"), (a, "q", "x")])
+    assert clouds[0] in (b, c) and clouds[1] is clouds[0]
+    assert BatchBuilder("none")([(a, "q", "x")])[0] is None
+    assert BatchBuilder("scene")([(a, "q", "x")])[0] == [a]
+
+
+def test_stage2_cli_ablation_flags(qa_dir, tmp_path, capsys):
+    from threedmoe_ros.train.stage1 import parse_args as parse
+    from threedmoe_ros.train.stage2 import main
+
+    common = ["--data", str(qa_dir), "--out", str(tmp_path / "o")]
+    assert parse(2, common + ["--no-3d"]).scene_input == "none"
+    assert parse(2, common + ["--shuffle-3d"]).scene_input == "shuffled"
+    assert parse(2, common).scene_input == "scene"
+    with pytest.raises(SystemExit) as exit_:
+        main(common + ["--no-3d", "--shuffle-3d"])
+    assert exit_.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # Stage I aligns the encoder: there is nothing to ablate
+        parse(1, common + ["--no-3d"])

@@ -10,6 +10,9 @@ Stage II (train/stage2.py) runs the same loop on captions + QA with the MoE rout
   checkpoint/   ThreeDMoELLM.save_pretrained (config, 3D encoder, LoRA adapter with routers)
   train.json    the settings; metrics.csv the loss curve; eval.json the QA metrics when --eval-data is given
   summary.json  steps, wall seconds and text tokens/s of the run
+Stage II ablations (same loop, same budget; only what the LLM sees of the scene changes, in training
+and in the --eval-data scoring): --no-3d gives it the question without the 3D tokens, --shuffle-3d the
+3D tokens of another scene of the batch (BatchBuilder).
 --qa-format scanqa|sqa3d|leo with --qa-file and --scenes reads those sets' annotation files instead
 (data/external.py); --data is then not needed.
 Optimiser: AdamW, lr 2e-5 (the paper's) after a linear warm-up, 3 epochs by default. One device.
@@ -24,10 +27,13 @@ import dataclasses
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from threedmoe_ros.data.qa import QADataset
@@ -72,6 +78,10 @@ class StageConfig:
     eval_kinds: list[str] | None = None
     max_new_tokens: int = 48
     log_every: int = 10
+    # What the LLM is shown of the scene, in training and in the evaluation at the end (the Stage II
+    # ablations): "scene" its own 3D tokens; "none" the question alone (no 3D tokens); "shuffled"
+    # the 3D tokens of another scene of the batch. The gap to "scene" is what the 3D tokens are worth.
+    scene_input: str = "scene"
 
     def __post_init__(self) -> None:
         if self.stage not in (1, 2):
@@ -83,6 +93,8 @@ class StageConfig:
                 raise ValueError(f"StageConfig.{name} must be ≥ 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"StageConfig.lr must be > 0, got {self.lr}")
+        if self.scene_input not in SCENE_INPUTS:
+            raise ValueError(f"StageConfig.scene_input must be one of {SCENE_INPUTS}, got {self.scene_input!r}")
         if self.init and self.init_encoder:
             raise ValueError("StageConfig: give init (whole checkpoint) or init_encoder (3D encoder only), not both")
         from threedmoe_ros.data.external import FORMATS
@@ -96,9 +108,71 @@ class StageConfig:
                              "(a directory of per-scene point clouds)")
 
 
-def collate(batch: list[tuple]) -> tuple[list, list[str], list[str]]:
-    clouds, questions, answers = zip(*batch)
-    return list(clouds), list(questions), list(answers)
+SCENE_INPUTS = ("scene", "none", "shuffled")
+
+
+class NoScene(nn.Module):
+    """Stands in for the 3D encoder in the no-3D ablation: zero object tokens per sample, so the
+    prompt the LLM reads is the text alone (the chat template is unchanged)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, clouds: list) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(len(clouds), 0, self.dim), torch.zeros(len(clouds), 0, dtype=torch.bool)
+
+
+@contextmanager
+def scene_tokens(model: ThreeDMoELLM, clouds: list | None, n: int):
+    """The clouds to give the model for a batch of n; for None (the no-3D ablation) n placeholders,
+    while NoScene stands in for the 3D encoder."""
+    if clouds is not None:
+        yield clouds
+        return
+    encoder = model.encoder
+    model.encoder = NoScene(model.cond_dim).to(model.llm.get_input_embeddings().weight.device)
+    try:
+        yield [None] * n
+    finally:
+        model.encoder = encoder
+
+
+class BatchBuilder:
+    """collate_fn of every stage and of `evaluate`: (cloud, question, answer) items → (clouds,
+    questions, answers), with `scene_input` deciding the clouds (one loop for the model and its
+    ablations). clouds is None for "none"; for "shuffled" every item gets another scene's cloud."""
+
+    def __init__(self, scene_input: str = "scene", seed: int = 0):
+        if scene_input not in SCENE_INPUTS:
+            raise ValueError(f"scene_input must be one of {SCENE_INPUTS}, got {scene_input!r}")
+        self.scene_input = scene_input
+        self.rng = np.random.default_rng(seed)
+        self.spare: list = []  # the last batch's scenes, for a batch that holds only one scene
+
+    def __call__(self, batch: list[tuple]) -> tuple[list | None, list[str], list[str]]:
+        clouds, questions, answers = (list(x) for x in zip(*batch))
+        return self.clouds(clouds), questions, answers
+
+    def clouds(self, clouds: list) -> list | None:
+        if self.scene_input == "none":
+            return None
+        if self.scene_input == "shuffled":
+            clouds = self.swap_scenes(clouds)
+        return clouds
+
+    def swap_scenes(self, clouds: list) -> list:
+        """Each item gets the cloud of a different scene: the distinct scenes (the dataset caches one
+        Cloud object per scene) are permuted with no scene left in place."""
+        scenes = list({id(c): c for c in clouds}.values())
+        pool = scenes + [c for c in self.spare if all(c is not s for s in scenes)]
+        self.spare = scenes
+        if len(pool) < 2:
+            raise ValueError("scene_input='shuffled' needs at least two scenes to swap between")
+        order = self.rng.permutation(len(pool))
+        # A cyclic shift of a random order is a permutation with no fixed point.
+        target = {id(pool[order[i]]): pool[order[(i + 1) % len(pool)]] for i in range(len(pool))}
+        return [target[id(c)] for c in clouds]
 
 
 def load_dataset(cfg: StageConfig, kinds: list[str] | None):
@@ -111,10 +185,11 @@ def load_dataset(cfg: StageConfig, kinds: list[str] | None):
 
 
 def evaluate(model: ThreeDMoELLM, data, items: int, max_new_tokens: int = 48, kinds: list[str] | None = None,
-             samples: int = 0, progress: bool = True) -> dict:
+             samples: int = 0, progress: bool = True, scene_input: str = "scene", seed: int = 0) -> dict:
     """Greedy answers on the first `items` questions of a qa.jsonl directory (or a dataset object),
     scored with eval.qa_metrics against every reference answer an item has. Adds the answering time
-    and, with `samples`, the first few (question, prediction, references) to read."""
+    and, with `samples`, the first few (question, prediction, references) to read. `scene_input` is
+    the ablation's (BatchBuilder): the model is scored on what it was trained to see."""
     from tqdm import tqdm
 
     from threedmoe_ros.eval.qa_metrics import qa_metrics
@@ -126,9 +201,14 @@ def evaluate(model: ThreeDMoELLM, data, items: int, max_new_tokens: int = 48, ki
     preds, refs, questions = [], [], []
     model.eval()
     t0 = time.perf_counter()
+    builder = BatchBuilder(scene_input, seed)
+    # Shuffled: the whole set is one batch for the builder, so a question gets any other held-out scene.
+    swapped = builder.clouds([ds[i][0] for i in range(n)]) if scene_input == "shuffled" else None
     for i in tqdm(range(n), desc="eval", unit="q", disable=not progress, dynamic_ncols=True):
         cloud, question, answer = ds[i]
-        preds.append(model.answer(cloud, question, max_new_tokens))
+        clouds = [swapped[i]] if swapped else builder.clouds([cloud])  # None: no 3D tokens
+        with scene_tokens(model, clouds, 1) as scene:
+            preds.append(model.answer_batch(scene, [question], max_new_tokens)[0])
         refs.append(ds.references(i) if hasattr(ds, "references") else [answer])
         questions.append(question)
     metrics: dict = qa_metrics(preds, refs)
@@ -179,7 +259,7 @@ def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
     dataset = load_dataset(cfg, cfg.kinds)
     if len(dataset) == 0:
         raise ValueError(f"{cfg.data or cfg.qa_file} has no items of kinds {cfg.kinds}")
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=BatchBuilder(cfg.scene_input, cfg.seed),
                         generator=torch.Generator().manual_seed(cfg.seed))
     total = cfg.max_steps or cfg.epochs * len(loader)
     if total <= cfg.warmup_steps:
@@ -202,7 +282,8 @@ def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
             for clouds, questions, answers in loader:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step)
-                loss, info = model.loss(clouds, questions, answers)
+                with scene_tokens(model, clouds, len(questions)) as scene:
+                    loss, info = model.loss(scene, questions, answers)
                 tokens += text_tokens(model, questions, answers)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -231,7 +312,8 @@ def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
             from threedmoe_ros.data.external import load_qa
 
             eval_set = load_qa(cfg.qa_format, cfg.eval_data, cfg.scenes)
-        metrics = evaluate(model, eval_set, cfg.eval_items, cfg.max_new_tokens, cfg.eval_kinds, progress=progress)
+        metrics = evaluate(model, eval_set, cfg.eval_items, cfg.max_new_tokens, cfg.eval_kinds, progress=progress,
+                           scene_input=cfg.scene_input, seed=cfg.seed)
         (out / "eval.json").write_text(json.dumps(metrics, indent=2))
         print(json.dumps(metrics, indent=2))
     return model
@@ -261,6 +343,12 @@ def parse_args(stage: int, argv: list[str] | None = None, description: str = __d
     ap.add_argument("--eval-data", help="held-out qa.jsonl directory, or with --qa-format that set's val file")
     ap.add_argument("--eval-items", type=int, default=200)
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    if stage == 2:  # the ablations that show what the 3D tokens are worth, trained the same way otherwise
+        scene = ap.add_mutually_exclusive_group()
+        scene.add_argument("--no-3d", dest="scene_input", action="store_const", const="none", default="scene",
+                           help="ablation: the LLM gets the question without the 3D tokens (training and --eval-data)")
+        scene.add_argument("--shuffle-3d", dest="scene_input", action="store_const", const="shuffled",
+                           help="ablation: each question gets the 3D tokens of another scene of its batch")
     a = ap.parse_args(argv)
     model = {"llm": a.llm, "llm_path": a.llm_path, "moe": None if a.moe == "dense" else a.moe}
     if a.qa_format == "simulator" and not a.data:
@@ -274,7 +362,7 @@ def parse_args(stage: int, argv: list[str] | None = None, description: str = __d
         return StageConfig(out=a.out, data=a.data, stage=stage, model=model, init=a.init, init_encoder=a.init_encoder,
                            qa_format=a.qa_format, qa_file=a.qa_file, scenes=a.scenes, epochs=a.epochs,
                            max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
-                           device=a.device,
+                           device=a.device, scene_input=getattr(a, "scene_input", "scene"),
                            eval_data=a.eval_data, eval_items=a.eval_items, max_new_tokens=a.max_new_tokens)
     except ValueError as exc:  # StageConfig checks its own fields
         ap.error(str(exc))

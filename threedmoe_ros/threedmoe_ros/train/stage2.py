@@ -10,6 +10,11 @@ ScanQA, SQA3D or LEO-style annotations instead of simulator QA (formats in data/
 Stage II of a different MoE preset (or dense) from one Stage I run: --init-encoder runs/stage1/checkpoint
 --moe e2-top2 (only the 3D encoder is taken from the checkpoint).
 
+Ablations that show what the 3D tokens are worth, trained and scored the same way otherwise:
+--no-3d (the LLM gets the question without the 3D tokens) and --shuffle-3d (each question gets the
+3D tokens of another scene of its batch). The gap between them and the full model is the evidence
+that the model looks at the scene.
+
 The loop, options and outputs are Stage I's (train/stage1.py); only what is trained differs
 (ThreeDMoELLM.configure_stage(2): LoRA on attention and every expert, routers, the projection).
 """
