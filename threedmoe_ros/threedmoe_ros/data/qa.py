@@ -444,10 +444,12 @@ def trim_to_balance(items: list[dict], rng: np.random.Generator, warn=print) -> 
             groups[it["template"]][it["options"].index(it["answer"])].append(i)
             options[it["template"]] = max(options.get(it["template"], 0), len(it["options"]))
     keep = {i for i, it in enumerate(items) if it["kind"] == "caption"}
+    short = [t for t, slots in groups.items() if len(slots) < options[t]]
+    if short:
+        warn(f"qa: {len(short)} of {len(groups)} templates never got some of their answers (e.g. '{short[0]}'), "
+             "so they are balanced over the answers that occur and a prior can beat chance on them; "
+             "more scenes fix this")
     for template, slots in groups.items():
-        if len(slots) < options[template]:
-            warn(f"qa: no question '{template}' has {options[template] - len(slots)} of its {options[template]} "
-                 f"answers; balanced over the {len(slots)} that occur (more scenes fix this)")
         n = min(len(v) for v in slots.values())
         for members in slots.values():
             keep.update(int(i) for i in rng.choice(members, n, replace=False))
