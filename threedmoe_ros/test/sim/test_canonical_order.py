@@ -80,3 +80,22 @@ def test_the_next_step_depends_on_where_objects_are_not_on_which_was_made_first(
             assert np.allclose(poses[first[0].obj].position, swapped[second[0].obj].position)
             swapped_any = True
         assert swapped_any, f"{task}: no scene with two interchangeable objects in 6 seeds"
+
+
+def test_the_oracle_recovers_when_another_block_sits_where_a_tower_must_stand():
+    """A state only a policy makes (recovery data): a block of the other colour put in a zone's centre.
+    The oracle parks it and still builds both towers."""
+    with TabletopEnv(EnvConfig(task="stack-same-color-on-zone", observe=False)) as env:
+        for seed in range(3):
+            env.reset(seed)
+            objects = env.scene.objects
+            zone = next(i for i, o in enumerate(objects) if o.kind == "zone")
+            other = next(i for i, o in enumerate(objects) if o.kind == "block" and o.color != objects[zone].color)
+            at, centre = env.scene.pose(other).position, env.scene.pose(zone).position
+            h = objects[other].height
+            env.step(np.array([[[at[0], at[1], at[2] + h / 2, 0, 0, 0, 1], [centre[0], centre[1], h, 0, 0, 0, 1]]]))
+            while True:
+                *_, terminated, truncated, _ = env.step(env.oracle_plan()[:1])
+                if terminated or truncated:
+                    break
+            assert env.outcome().success, env.outcome()

@@ -142,6 +142,7 @@ def _run(job: Job) -> tuple[Job, str, bool]:
         success, _ = record_episode(_env(job), job.seed, path, _policy(job.policy))
         return job, "", success
     except Exception as exc:  # noqa: BLE001 — report which episode broke and go on with the rest
+        shutil.rmtree(path, ignore_errors=True)  # no half episode for the trainer to trip on; a rerun redoes it
         return job, f"{type(exc).__name__}: {exc}", False
 
 

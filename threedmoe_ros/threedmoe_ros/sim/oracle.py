@@ -120,6 +120,13 @@ class _Planner:
             return
         self.clear(goal.obj)
         if isinstance(goal, InRegion):
+            if goal.center:  # a tower's base goes in the middle: move away whatever another hand left there
+                c = np.asarray(goal.region.center, dtype=float)
+                for k, other in enumerate(self.objects):
+                    if k != goal.obj and other.kind == "block" and not self._fits(goal.obj, c, ignore=tuple(
+                            i for i in range(len(self.objects)) if i != k)):
+                        self.clear(k)
+                        self.move(k, self.park_spot(k), 0.0, None)
             xy = self.slot(goal.obj, goal.region, goal.center)
             self.move(goal.obj, xy, 0.0, 0.0)
         elif isinstance(goal, InBowl):
