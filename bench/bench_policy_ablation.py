@@ -58,18 +58,20 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
-    variants = [("direct", "canonical", False), ("pointer", "canonical", False)]
+    # (head, order, recovery data, scheduler)
+    variants = [("direct", "canonical", False, "rectified_flow"), ("pointer", "canonical", False, "rectified_flow"),
+                ("pointer", "canonical", False, "ddpm")]
     if args.arbitrary:
-        variants += [("direct", "arbitrary", False), ("pointer", "arbitrary", False)]
+        variants += [("direct", "arbitrary", False, "rectified_flow"), ("pointer", "arbitrary", False, "rectified_flow")]
     if args.recovery:
-        variants += [("pointer", "canonical", True)]
+        variants += [("pointer", "canonical", True, "rectified_flow")]
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     results.setdefault("settings", {}).update(tasks=args.tasks, train_episodes=args.train_episodes, steps=args.steps,
                                               batch_size=32, test_episodes=args.episodes, sampling="RF-4, k=1, seen colours")
     runs = results.setdefault("variants", {})
     work = Path(tempfile.mkdtemp(prefix="ablation_", dir=args.canonical.parent))  # same file system: hard links
-    for head, order, recovery in variants:
-        name = f"{head} head, {order} order" + (", + recovery" if recovery else "")
+    for head, order, recovery, scheduler in variants:
+        name = f"{head} head, {order} order" + (", + recovery" if recovery else "") + (", DDPM" if scheduler == "ddpm" else "")
         if args.variants and name not in args.variants and head + "-" + order not in args.variants:
             continue
         if name in runs and not args.variants:
@@ -78,20 +80,29 @@ def main(argv=None) -> int:
                       work / f"data_{order}")
         cfg = TrainConfig(out=str(work / name.replace(" ", "_").replace(",", "")), data=str(data), max_steps=args.steps,
                           lr=5e-4, warmup_steps=min(300, args.steps // 5), save_every=args.steps,
-                          recovery_data=(str(args.recovery),) if recovery else ())
-        base = PolicyConfig()
+                          recovery_data=(str(subset(args.recovery, args.tasks, 10**6, work / "recovery")),) if recovery else ())
+        base = PolicyConfig(scheduler=scheduler, scheduler_config={} if scheduler == "ddpm" else {"timestep_sampling": "logit_normal"})
         base.head.output = head
         policy_config = PolicyConfig.from_dict(base.to_dict())
         t0 = time.perf_counter()
         policy = train(cfg, policy_config, open_dataset(cfg), progress=False)
         train_s = time.perf_counter() - t0
         policy.optimize_for_inference()
-        outcomes, times = evaluate(policy, args.tasks, args.episodes, ["seen"], 1, 4, progress=False)
-        per_task = {t: sum(o.success for o in outcomes if o.task == t) / args.episodes for t in args.tasks}
-        runs[name] = {"success": sum(o.success for o in outcomes) / len(outcomes), "per_task": per_task,
-                      "train_s": train_s, "plan_ms_p50": sorted(times)[len(times) // 2],
-                      "endings": {r: sum(o.reason == r for o in outcomes) for r in sorted({o.reason for o in outcomes})}}
-        print(f"{name}: success {runs[name]['success']:.2f} {per_task} ({train_s / 60:.1f} min training)", flush=True)
+        # The sampler's own step count (RF: 4, DDPM: 100); the canonical pointer model also at 1/2/10 RF steps.
+        sweep = [policy.scheduler.num_inference_steps]
+        if (head, order, recovery, scheduler) == ("pointer", "canonical", False, "rectified_flow"):
+            sweep = [1, 2, 4, 10]
+        runs[name] = {"train_s": train_s, "by_steps": {}}
+        for steps in sweep:
+            outcomes, times = evaluate(policy, args.tasks, args.episodes, ["seen"], 1, steps, progress=False)
+            per_task = {t: sum(o.success for o in outcomes if o.task == t) / args.episodes for t in args.tasks}
+            row = {"success": sum(o.success for o in outcomes) / len(outcomes), "per_task": per_task,
+                   "plan_ms_p50": sorted(times)[len(times) // 2],
+                   "endings": {r: sum(o.reason == r for o in outcomes) for r in sorted({o.reason for o in outcomes})}}
+            runs[name]["by_steps"][str(steps)] = row
+            if steps == sweep[0] or steps == 4:
+                runs[name].update(row)
+            print(f"{name}, {steps} steps: success {row['success']:.2f} {per_task} ({train_s / 60:.1f} min training)", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0

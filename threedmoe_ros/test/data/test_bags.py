@@ -74,6 +74,8 @@ def test_interrupted_writer_leaves_a_readable_bag(tmp_path):
             writer.write("/instruction", bags.string_msg("stack the blocks"), 1)
             raise KeyboardInterrupt
     assert [m.data for _, _, m in bags.read_messages(path)] == ["stack the blocks"]
+    # An interrupted episode has no result: asking for it yields nothing, not the other topics' messages.
+    assert list(bags.read_messages(path, ["/episode_result"])) == []
 
 
 def test_reading_a_directory_that_is_not_a_bag_names_it(tmp_path):

@@ -261,5 +261,7 @@ def read_messages(path: str | Path, topics: list[str] | None = None):
     store = typestore()
     with Reader(path) as reader:
         connections = [c for c in reader.connections if topics is None or c.topic in topics]
+        if not connections:
+            return  # rosbags reads every connection when given none: a bag without these topics yields nothing
         for conn, ns, raw in reader.messages(connections=connections):
             yield conn.topic, ns, store.deserialize_cdr(raw, conn.msgtype)
