@@ -22,3 +22,13 @@ def test_every_reason_of_the_message_is_explained():
     msg = (Path(__file__).resolve().parents[3] / "threedmoe_msgs" / "msg" / "EpisodeResult.msg").read_text()
     reasons = {line.split("=")[1] for line in msg.splitlines() if line.startswith("string REASON_")}
     assert reasons <= set(ENDINGS)
+
+
+def test_a_perfect_and_a_zero_score_still_plot(tmp_path):
+    """Rates of exactly 1 and 0 sit on their interval's rounded end; the plot must not refuse them."""
+    from threedmoe_ros.eval.report import write_report
+
+    outcomes = [EpisodeOutcome("put-block-in-zone", i, "x", False, 3, 1.0, True, "success") for i in range(100)]
+    outcomes += [EpisodeOutcome("stack-blocks", i, "x", False, 3, 0.0, False, "aborted") for i in range(7)]
+    table = write_report(outcomes, tmp_path)
+    assert (tmp_path / "success.png").stat().st_size > 0 and table["put-block-in-zone"]["seen"]["success_rate"] == 1.0

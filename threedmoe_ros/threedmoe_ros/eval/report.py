@@ -97,8 +97,9 @@ def plot(table: dict, path: Path, title: str = "Closed-loop success") -> None:
                 continue
             xs.append(i + (j - 0.5) * width)
             ys.append(r["success_rate"])
-            err[0].append(r["success_rate"] - r["ci95"][0])
-            err[1].append(r["ci95"][1] - r["success_rate"])
+            # The interval is stored rounded, so at a rate of 0 or 1 an end can sit a hair inside it.
+            err[0].append(max(0.0, r["success_rate"] - r["ci95"][0]))
+            err[1].append(max(0.0, r["ci95"][1] - r["success_rate"]))
         if xs:
             ax.bar(xs, ys, width, yerr=err, capsize=3, label=f"{split} colours")
     ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
