@@ -11,6 +11,7 @@ step count, success.{json,md,png} (eval/report.py) under OUT/steps_<n>/, and OUT
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -144,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                                    refine=args.refine, labels=not args.no_labels)
         title = (f"Closed-loop success, {policy.config.scheduler.replace('_', ' ')} {steps} step{'s' if steps > 1 else ''}"
                  f"{', refined' if args.refine else ''}{', segmented (no labels)' if args.no_labels else ''}")
+        # Every episode's outcome first: nothing a report step does can lose a finished evaluation.
+        (args.out / f"steps_{steps}").mkdir(parents=True, exist_ok=True)
+        (args.out / f"steps_{steps}" / "outcomes.json").write_text(
+            json.dumps([dataclasses.asdict(o) for o in outcomes], indent=1, default=str) + "\n")
         table = write_report(outcomes, args.out / f"steps_{steps}", title,
                              meta={"checkpoint": checkpoint, "k": args.k, "sampling_steps": steps})
         print(markdown(table, title))
