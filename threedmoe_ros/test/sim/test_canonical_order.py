@@ -99,3 +99,23 @@ def test_the_oracle_recovers_when_another_block_sits_where_a_tower_must_stand():
                 if terminated or truncated:
                     break
             assert env.outcome().success, env.outcome()
+
+
+def test_the_oracle_clears_a_zone_filled_with_blocks_that_do_not_belong():
+    """Another state only a policy makes: the zone crowded with blocks of the wrong colours."""
+    with TabletopEnv(EnvConfig(task="put-even-blocks-in-zone", observe=False)) as env:
+        for seed in range(3):
+            _, info = env.reset(seed)
+            objects = env.scene.objects
+            zone = next(i for i, o in enumerate(objects) if o.kind == "zone")
+            centre = env.scene.pose(zone).position
+            env.step_limit = 20  # the moves that crowd the zone are the test's, not the oracle's
+            targets = set(info["targets"])
+            intruders = [i for i, o in enumerate(objects) if o.kind == "block" and o.label not in targets]
+            corners = [(-0.04, -0.04), (-0.04, 0.04), (0.04, -0.04), (0.04, 0.04)]
+            for k, (dx, dy) in zip(intruders, corners):
+                at, h = env.scene.pose(k).position, objects[k].height
+                env.step(np.array([[[at[0], at[1], at[2] + h / 2, 0, 0, 0, 1], [centre[0] + dx, centre[1] + dy, h, 0, 0, 0, 1]]]))
+            while env.outcome().reason == "":
+                env.step(env.oracle_plan()[:1])
+            assert env.outcome().success, env.outcome()

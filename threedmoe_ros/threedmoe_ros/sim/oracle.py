@@ -32,6 +32,7 @@ class _Planner:
         self.objects = scene.objects
         self.poses = copy.deepcopy(scene.poses())
         self.keep_out = episode.keep_out
+        self.goals = list(episode.goals)  # what oracle_plan walks (which blocks belong in which region)
         self.steps: list[np.ndarray] = []
 
     # ------------------------------------------------------------ free space
@@ -127,7 +128,15 @@ class _Planner:
                             i for i in range(len(self.objects)) if i != k)):
                         self.clear(k)
                         self.move(k, self.park_spot(k), 0.0, None)
-            xy = self.slot(goal.obj, goal.region, goal.center)
+            try:
+                xy = self.slot(goal.obj, goal.region, goal.center)
+            except RuntimeError:  # full of blocks that do not belong there (another hand put them in): park them
+                belong = {g.obj for g in self.goals if isinstance(g, InRegion) and g.region == goal.region}
+                for k, other in enumerate(self.objects):
+                    if other.kind == "block" and k not in belong and goal.region.contains(self.poses[k].position):
+                        self.clear(k)
+                        self.move(k, self.park_spot(k), 0.0, None)
+                xy = self.slot(goal.obj, goal.region, goal.center)
             self.move(goal.obj, xy, 0.0, 0.0)
         elif isinstance(goal, InBowl):
             bowl = self.poses[goal.bowl].position
@@ -146,6 +155,7 @@ def oracle_plan(scene: Scene, episode: Episode, canonical: bool = True) -> np.nd
     `canonical` False walks the goals in creation order (the ablation of canonical order)."""
     planner = _Planner(scene, episode)
     goals = episode.goals_now(planner.objects, planner.poses) if canonical else episode.goals
+    planner.goals = goals
     for goal in goals:
         planner.achieve(goal)
     return np.stack(planner.steps) if planner.steps else np.zeros((0, 2, 7))

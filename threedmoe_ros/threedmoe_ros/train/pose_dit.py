@@ -280,7 +280,7 @@ def plot_curves(out: str | Path) -> Path | None:
         return None
     steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key in ("loss", "denoise", "validity"):
+    for key in ("loss", "denoise", "validity", "pointer"):
         values = [float(r[key]) if r.get(key) else float("nan") for r in rows]
         ax.plot(steps, values, label=key)
     ax.set_yscale("log")
