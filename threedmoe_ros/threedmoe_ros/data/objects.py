@@ -107,17 +107,14 @@ def segment(cloud: Cloud, cfg: SegmentConfig) -> list[np.ndarray]:
         return [g for g in found if len(g) >= min_size]
 
     objects = clusters(raised, cfg.min_points)
+    # Plane points under a raised object's footprint are its own rim or floor (a block's bottom edge,
+    # a bowl's floor), not a flat object; left in, they join a zone the block stands in and pull the
+    # zone's top face onto the block.
+    for o in objects:
+        lo, hi = xyz[o, :2].min(0) - 0.003, xyz[o, :2].max(0) + 0.003
+        flat = flat[~np.all((xyz[flat, :2] >= lo) & (xyz[flat, :2] <= hi), axis=1)]
     for g in clusters(flat, cfg.min_flat_points):
-        lo, hi = xyz[g, :2].min(0), xyz[g, :2].max(0)
-        if (hi - lo).max() < cfg.min_flat_extent:
-            continue
-        # A flat patch inside a raised object's footprint and no wider is part of it (a bowl's floor);
-        # a zone is wider than the block or tower standing on it, so it stays an object of its own.
-        owner = [k for k, o in enumerate(objects)
-                 if np.all(lo >= xyz[o, :2].min(0) - 0.005) and np.all(hi <= xyz[o, :2].max(0) + 0.005)]
-        if owner:
-            objects[owner[0]] = np.concatenate([objects[owner[0]], g])
-        else:
+        if np.ptp(xyz[g, :2], axis=0).max() >= cfg.min_flat_extent:
             objects.append(g)
     groups = objects
     # A stable order that does not depend on DBSCAN's visiting order: by centroid x, then y.
