@@ -3,5 +3,5 @@
 from pathlib import Path
 
 # The embedded default policy: a Pose-DiT trained on the tabletop's oracle episodes
-# (see README, "The embedded default checkpoint", for how it was made).
+# (checkpoints/README.md is its model card: data, commands, wall times, results, limits).
 DEFAULT_POLICY = Path(__file__).resolve().parent / "default"
