@@ -20,6 +20,7 @@ from threedmoe_ros.data import pointcloud2
 from threedmoe_ros.data.bags import outcome_from_msg, plan_from_msg, pose_array, stamp_ns  # noqa: F401 (re-exported)
 from threedmoe_ros.types import PICK, PLACE, Cloud, EpisodeOutcome, as_plan
 from threedmoe_ros.validation import MAX_POINTS, InputError
+from threedmoe_ros.workspace import WORKSPACE_CENTER
 
 
 def time_msg(ns: int) -> Time:
@@ -107,9 +108,18 @@ def plan_to_pose_array(plan: np.ndarray, ns: int, frame_id: str = "world") -> Po
     return PoseArray(header=header(ns, frame_id), poses=poses)
 
 
-def plan_to_markers(plan: np.ndarray, ns: int, frame_id: str = "world") -> MarkerArray:
-    """An arrow from each pick to its place and a numbered sphere per step; clears the last plan's."""
+def plan_to_markers(plan: np.ndarray, ns: int, frame_id: str = "world", instruction: str = "") -> MarkerArray:
+    """An arrow from each pick to its place and a numbered label per step, and the instruction as text
+    above the workspace; clears the last plan's."""
     markers = [Marker(header=header(ns, frame_id), ns="pick_place", action=Marker.DELETEALL)]
+    if instruction:
+        text = Marker(header=header(ns, frame_id), ns="instruction", id=0, type=Marker.TEXT_VIEW_FACING,
+                      action=Marker.ADD, text=instruction)
+        text.pose.position.x, text.pose.position.z = float(WORKSPACE_CENTER[0]), 0.4
+        text.pose.orientation.w = 1.0
+        text.scale.z = 0.04
+        text.color.r = text.color.g = text.color.b = text.color.a = 1.0
+        markers.append(text)
     for k, step in enumerate(as_plan(plan) if len(plan) else []):
         arrow = Marker(header=header(ns, frame_id), ns="pick_place", id=2 * k, type=Marker.ARROW, action=Marker.ADD)
         arrow.points = [Point(x=float(step[PICK, 0]), y=float(step[PICK, 1]), z=float(step[PICK, 2])),

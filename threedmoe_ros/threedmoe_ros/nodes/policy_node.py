@@ -487,7 +487,7 @@ class PolicyNode(LifecycleNode):
         plan = conv.plan_to_msg(poses, instruction, cloud.stamp_ns, ms, self.model_id, cloud.frame_id)
         self.plan_pub.publish(plan)
         self.poses_pub.publish(conv.plan_to_pose_array(poses, cloud.stamp_ns, cloud.frame_id))
-        self.markers_pub.publish(conv.plan_to_markers(poses, cloud.stamp_ns, cloud.frame_id))
+        self.markers_pub.publish(conv.plan_to_markers(poses, cloud.stamp_ns, cloud.frame_id, instruction))
         self._count("planned")
         if goal_instruction is not None and action is not None:
             action.on_plan(plan)
