@@ -11,7 +11,7 @@ def test_markers_carry_every_step_and_the_instruction_text():
                      [[0.5, 0.2, 0.04, 0, 0, 0, 1], [0.6, -0.2, 0.09, 0, 0, 0, 1]]])
     markers = plan_to_markers(plan, 7, "world", "stack the blocks").markers
     assert markers[0].action == Marker.DELETEALL  # the previous plan's markers go first
-    arrows = [m for m in markers if m.type == Marker.ARROW]
+    arrows = [m for m in markers if m.type == Marker.ARROW and m.action == Marker.ADD]
     assert len(arrows) == 2 and arrows[1].points[1].z == 0.09
     text = [m for m in markers if m.ns == "instruction"]
     assert len(text) == 1 and text[0].type == Marker.TEXT_VIEW_FACING and text[0].text == "stack the blocks"
