@@ -37,7 +37,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "threedmoe_ros"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "threedmoe_ros"))
 
 import torch  # noqa: E402
 
@@ -263,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "threads": args.threads, "torch": torch.__version__, "device": args.device,
                     "load_average_at_start": os.getloadavg()},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        # Paths relative to the repository, so results name no machine's directories.
+        "settings": {k: (os.path.relpath(v, ROOT) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "data": {"train_scenes": len(train_seeds) * len(args.tasks), "train_items": n_train,
                  "test_scenes": len(test_seeds) * len(args.tasks), "test_questions": len(test),
                  "generate_s": round(gen_train_s + gen_test_s, 1)},

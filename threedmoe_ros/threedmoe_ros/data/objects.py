@@ -138,6 +138,11 @@ class ObjectSummary:
     def __len__(self) -> int:
         return len(self.count)
 
+    def take(self, index: np.ndarray) -> "ObjectSummary":
+        """The objects at `index`, in that order."""
+        arrays = (getattr(self, f) for f in ("centroid", "top", "lo", "hi", "rgb", "count", "orientation"))
+        return ObjectSummary(*(a[index] for a in arrays), [self.ids[i] for i in index] if self.ids else [])
+
 
 def summarize(cloud: Cloud, groups: ObjectGroups) -> ObjectSummary:
     """Geometry of each group (see ObjectSummary); M = len(groups), possibly 0."""

@@ -73,9 +73,7 @@ def object_features(cloud: Cloud, cfg: LightEncoderConfig) -> tuple[np.ndarray, 
     """(N, 3) cloud → (M, 12) object features and the objects they describe, M <= max_objects (M may be 0)."""
     objs = objects_of(cloud, cfg.grouping)
     if len(objs) > cfg.max_objects:  # the largest by point count, in their original order
-        keep = np.sort(np.argsort(-objs.count, kind="stable")[: cfg.max_objects])
-        objs = ObjectSummary(*(getattr(objs, f)[keep] for f in ("centroid", "top", "lo", "hi", "rgb", "count", "orientation")),
-                             [objs.ids[i] for i in keep] if objs.ids else [])
+        objs = objs.take(np.sort(np.argsort(-objs.count, kind="stable")[: cfg.max_objects]))
     if len(objs) == 0:
         return np.zeros((0, N_OBJECT_FEATURES), np.float32), objs
     center, scale = np.asarray(cfg.center), np.asarray(cfg.scale)

@@ -28,11 +28,12 @@ def yaw_quaternion(yaw: float) -> np.ndarray:
 
 
 class _Planner:
-    def __init__(self, scene: Scene, episode: Episode):
+    def __init__(self, scene: Scene, episode: Episode, canonical: bool = True):
         self.objects = scene.objects
         self.poses = copy.deepcopy(scene.poses())
         self.keep_out = episode.keep_out
-        self.goals = list(episode.goals)  # what oracle_plan walks (which blocks belong in which region)
+        # What the planner walks, in order (and so which blocks belong in which region).
+        self.goals = episode.goals_now(self.objects, self.poses) if canonical else list(episode.goals)
         self.steps: list[np.ndarray] = []
 
     # ------------------------------------------------------------ free space
@@ -113,8 +114,12 @@ class _Planner:
             if k in (index, keep) or other.kind != "block":
                 continue
             if resting_on(other, self.poses[k], self.objects[index], self.poses[index]):
-                self.clear(k)
-                self.move(k, self.park_spot(k), 0.0, None)
+                self.park(k)
+
+    def park(self, index: int) -> None:
+        """Clear block `index` and move it to the nearest free spot out of every goal area."""
+        self.clear(index)
+        self.move(index, self.park_spot(index), 0.0, None)
 
     def achieve(self, goal) -> None:
         if goal.holds(self.objects, self.poses):
@@ -123,19 +128,18 @@ class _Planner:
         if isinstance(goal, InRegion):
             if goal.center:  # a tower's base goes in the middle: move away whatever another hand left there
                 c = np.asarray(goal.region.center, dtype=float)
+                others = tuple(range(len(self.objects)))
                 for k, other in enumerate(self.objects):
-                    if k != goal.obj and other.kind == "block" and not self._fits(goal.obj, c, ignore=tuple(
-                            i for i in range(len(self.objects)) if i != k)):
-                        self.clear(k)
-                        self.move(k, self.park_spot(k), 0.0, None)
+                    # _fits against block k alone: does k overlap the base's spot?
+                    if k != goal.obj and other.kind == "block" and not self._fits(goal.obj, c, ignore=others[:k] + others[k + 1:]):
+                        self.park(k)
             try:
                 xy = self.slot(goal.obj, goal.region, goal.center)
             except RuntimeError:  # full of blocks that do not belong there (another hand put them in): park them
                 belong = {g.obj for g in self.goals if isinstance(g, InRegion) and g.region == goal.region}
                 for k, other in enumerate(self.objects):
                     if other.kind == "block" and k not in belong and goal.region.contains(self.poses[k].position):
-                        self.clear(k)
-                        self.move(k, self.park_spot(k), 0.0, None)
+                        self.park(k)
                 xy = self.slot(goal.obj, goal.region, goal.center)
             self.move(goal.obj, xy, 0.0, 0.0)
         elif isinstance(goal, InBowl):
@@ -153,10 +157,8 @@ class _Planner:
 def oracle_plan(scene: Scene, episode: Episode, canonical: bool = True) -> np.ndarray:
     """Remaining steps, (T, 2, 7), to finish `episode` from the scene's current state (T = 0: done).
     `canonical` False walks the goals in creation order (the ablation of canonical order)."""
-    planner = _Planner(scene, episode)
-    goals = episode.goals_now(planner.objects, planner.poses) if canonical else episode.goals
-    planner.goals = goals
-    for goal in goals:
+    planner = _Planner(scene, episode, canonical)
+    for goal in planner.goals:
         planner.achieve(goal)
     return np.stack(planner.steps) if planner.steps else np.zeros((0, 2, 7))
 
