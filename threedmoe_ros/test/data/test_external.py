@@ -103,7 +103,7 @@ def test_errors_name_the_file_and_the_field(tmp_path, scenes):
 def test_stage2_trains_on_scanqa(tmp_path, scenes):
     from threedmoe_ros.train.stage1 import parse_args, train
 
-    cfg = parse_args(2, ["--qa-format", "scanqa", "--qa-file", str(scanqa(tmp_path)), "--scenes", str(scenes),
+    cfg, _ = parse_args(2, ["--qa-format", "scanqa", "--qa-file", str(scanqa(tmp_path)), "--scenes", str(scenes),
                          "--out", str(tmp_path / "run"), "--llm", "tiny", "--max-steps", "1", "--batch-size", "2",
                          "--device", "cpu", "--eval-data", str(tmp_path / "ScanQA_v1.0_train.json"),
                          "--max-new-tokens", "2"])

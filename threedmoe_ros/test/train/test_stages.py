@@ -8,32 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from threedmoe_ros.data.qa import QA, SceneObject, scene_caption, scene_questions
 from threedmoe_ros.models.mm_llm import MMLLMConfig, ThreeDMoELLM
 from threedmoe_ros.train.stage1 import StageConfig, train
 
-TINY = {"llm": "tiny", "system_prompt": "You see a tabletop.",
-        "point_encoder": {"points_per_object": 64, "sa_npoints": [16, 4], "sa_nsample": [8, 4],
-                          "sa_widths": [[16], [32], [32]], "hidden_dim": 32, "num_layers": 1, "num_heads": 2}}
+from qa_scenes import TINY, write_qa_scenes
 
 
 @pytest.fixture
 def qa_dir(tmp_path):
     """Two synthetic scenes (a box of points per object) with captions and questions."""
-    rng = np.random.default_rng(0)
-    lines = []
-    (tmp_path / "scenes").mkdir()
-    for s in range(2):
-        objects = [SceneObject(i + 1, "block", c, "medium", np.array([0.4 + 0.1 * i, 0.2 - 0.2 * i, 0.02]), 0.04)
-                   for i, c in enumerate(["red", "blue", "green"][: 2 + s])]
-        xyz = np.concatenate([o.position + rng.uniform(-0.02, 0.02, (100, 3)) for o in objects]).astype(np.float32)
-        label = np.repeat([o.label for o in objects], 100).astype(np.int32)
-        np.savez(tmp_path / f"scenes/{s}.npz", xyz=xyz, rgb=rng.integers(0, 255, (len(xyz), 3), dtype=np.uint8),
-                 label=label)
-        qas = [QA("Describe the scene.", scene_caption(objects, rng), "caption")] + scene_questions(objects, rng, 3)
-        lines += [{"scene": f"scenes/{s}.npz", "question": q.question, "answer": q.answer, "kind": q.kind} for q in qas]
-    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return tmp_path
+    return write_qa_scenes(tmp_path)
 
 
 def _snapshot(model):
@@ -140,9 +124,9 @@ def test_stage2_cli_ablation_flags(qa_dir, tmp_path, capsys):
     from threedmoe_ros.train.stage2 import main
 
     common = ["--data", str(qa_dir), "--out", str(tmp_path / "o")]
-    assert parse(2, common + ["--no-3d"]).scene_input == "none"
-    assert parse(2, common + ["--shuffle-3d"]).scene_input == "shuffled"
-    assert parse(2, common).scene_input == "scene"
+    assert parse(2, common + ["--no-3d"])[0].scene_input == "none"
+    assert parse(2, common + ["--shuffle-3d"])[0].scene_input == "shuffled"
+    assert parse(2, common)[0].scene_input == "scene"
     with pytest.raises(SystemExit) as exit_:
         main(common + ["--no-3d", "--shuffle-3d"])
     assert exit_.value.code == 2 and "not allowed with" in capsys.readouterr().err

@@ -3,6 +3,9 @@
     threedmoe-train-pose-dit --data DIR --out runs/pose_dit
     threedmoe-train-pose-dit --data DIR --out runs/pose_dit --resume   # continue
     threedmoe-train-pose-dit --synthetic 2000 --out /tmp/run            # no data needed
+    threedmoe-train-pose-dit --data DIR --out runs/pose_dit_3dmoe --encoder 3dmoe \
+        --encoder-checkpoint runs/stage2/checkpoint --condition all_hidden --regime frozen
+    accelerate launch --num_processes 4 -m threedmoe_ros.train.pose_dit --data DIR --out runs/pose_dit
 
 The training set is any torch Dataset whose items are (cloud: Cloud, instruction: str,
 plan: ndarray (T_i, 2, 7)); `collate_plans` pads the plans to the horizon T and returns the
@@ -11,35 +14,36 @@ through the factory named by `--dataset-factory` (module:callable taking the dir
 data.dataset.EpisodeDataset, whose samples carry .cloud/.instruction/.plan).
 
 What a run leaves in --out:
-  checkpoint/    the policy (config.json + model.safetensors; EMA weights when EMA is on), what
-                 Policy.from_pretrained and the policy node load
-  train_state.pt optimiser, step, raw weights, EMA and RNG state: what --resume continues from
+  checkpoint/    the policy (config.json + model.safetensors, and for the 3D-MoE encoder its own
+                 checkpoint in encoder/; EMA weights when EMA is on), what Policy.from_pretrained
+                 and the policy node load
+  train_state/   optimiser, step, trainable weights, EMA and RNG state: what --resume continues from
   train.json     the training settings; metrics.csv, tb/ (TensorBoard) and curves.png the curves
+  condition_cache.pt  the frozen 3D-MoE encoder's condition of every sample (--regime frozen)
+The loop, its options and multi-process training are train/loop.py's.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import dataclasses
 import functools
 import importlib
 import json
-import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from threedmoe_ros.models.pose_codec import PoseCodecConfig
 from threedmoe_ros.models.pose_dit import PoseDiTConfig
 from threedmoe_ros.policy import Policy, PolicyConfig
 from threedmoe_ros.data.synthetic import SyntheticPickPlace
+from threedmoe_ros.train.loop import LoopConfig, add_config_arguments, config_from_arguments, fit
 from threedmoe_ros.types import Cloud, as_plan
 
 DEFAULT_DATASET_FACTORY = "threedmoe_ros.data.dataset:EpisodeDataset"
@@ -47,10 +51,9 @@ IDENTITY_POSE = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
 
 
 @dataclass
-class TrainConfig:
-    """Settings of one training run (saved as train.json; --resume checks them)."""
+class TrainConfig(LoopConfig):
+    """Settings of one Pose-DiT run (saved as train.json); the optimisation fields are the loop's."""
 
-    out: str
     data: str | None = None
     # Directories of recovery episodes (data.collect --policy: the policy acted, the oracle labelled
     # every state it reached). Read whether or not the episode succeeded: the labels are the oracle's.
@@ -58,40 +61,38 @@ class TrainConfig:
     # Use a generated SyntheticPickPlace set of this many samples instead of --data (smoke tests).
     synthetic: int = 0
     dataset_factory: str = DEFAULT_DATASET_FACTORY
-    batch_size: int = 32
-    max_steps: int = 20_000
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    # Linear warm-up, then cosine decay to 10 %: the adaLN-Zero gates open gently.
-    warmup_steps: int = 500
-    grad_clip: float = 1.0
-    # Exponential moving average of the weights, what the checkpoint holds (0 = off). Diffusion
-    # heads sample visibly better from EMA weights (DiT, diffusion_policy).
-    ema_decay: float = 0.999
-    log_every: int = 50
-    save_every: int = 1000
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "cpu"
     # Decode every episode once and keep samples in memory with clouds thinned to this many points
     # (object points always kept); 0 reads bags on demand (slow: samples are drawn in random order).
     cache_points: int = 4096
-    # CPU threads for torch (0 = torch's default). One: the batches are small, and two threads
-    # on a 2-core machine that runs anything else spin against each other (measured 7 s/step vs 0.2).
-    threads: int = 1
+    # Condition encoder: "light" (trained with the head) or "3dmoe" (the 3D-MoE LLM of --encoder-checkpoint).
+    encoder: str = "light"
+    # A ThreeDMoELLM checkpoint (Stage II's checkpoint/) for --encoder 3dmoe.
+    encoder_checkpoint: str | None = None
+    # What of the LLM conditions the head: final_token (the paper's: the last prompt token's hidden
+    # state) or all_hidden (the hidden states of the 3D object tokens and the instruction).
+    condition: str = "final_token"
+    # 3dmoe only. frozen: the LLM is fixed and its condition computed once per sample and cached, so
+    # the head trains at light-encoder speed; joint: LoRA, routers and projection train with the head.
+    regime: str = "frozen"
+    max_steps: int = 20_000
+    warmup_steps: int = 500
+    # Exponential moving average of the weights, what the checkpoint holds (0 = off). Diffusion
+    # heads sample visibly better from EMA weights (DiT, diffusion_policy).
+    ema_decay: float = 0.999
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.data is None and self.synthetic <= 0:
             raise ValueError("give --data DIR (recorded episodes) or --synthetic N")
         if self.data is not None and self.synthetic > 0:
             raise ValueError("give either --data or --synthetic, not both")
-        for name in ("batch_size", "max_steps", "log_every", "save_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
-            raise ValueError("--lr must be > 0 and --weight-decay, --warmup-steps, --grad-clip >= 0")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.encoder not in ("light", "3dmoe"):
+            raise ValueError(f"--encoder must be light or 3dmoe, got {self.encoder!r}")
+        if self.encoder == "3dmoe" and not self.encoder_checkpoint:
+            raise ValueError("--encoder 3dmoe needs --encoder-checkpoint DIR (a Stage II checkpoint/)")
+        if self.condition not in ("final_token", "all_hidden") or self.regime not in ("frozen", "joint"):
+            raise ValueError(f"--condition must be final_token or all_hidden and --regime frozen or joint, "
+                             f"got {self.condition!r}, {self.regime!r}")
 
 
 # ----- data ---------------------------------------------------------------------------------------
@@ -149,119 +150,123 @@ def open_dataset(cfg: TrainConfig) -> Dataset:
     return parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
 
 
+# ----- the 3D-MoE condition, computed once (the frozen regime) -----------------------------------
+
+class CachedConditions(Dataset):
+    """`dataset` with each sample's cloud replaced by the frozen encoder's condition for it, computed
+    once: (Condition of one sample, instruction, plan). Training the head then costs what it costs
+    with the light encoder; the LLM runs once per sample, not once per sample per epoch."""
+
+    def __init__(self, dataset: Dataset, encoder, batch_size: int = 8, progress: bool = True):
+        from tqdm import tqdm
+
+        from threedmoe_ros.models.condition import Condition
+
+        self.items: list[tuple] = []
+        encoder.eval()
+        with torch.no_grad(), tqdm(total=len(dataset), desc="condition cache", unit="sample",
+                                   disable=not progress, dynamic_ncols=True) as bar:
+            for lo in range(0, len(dataset), batch_size):
+                samples = [_fields(dataset[i]) for i in range(lo, min(lo + batch_size, len(dataset)))]
+                cond = Condition.of(encoder([s[0] for s in samples], [s[1] for s in samples]))
+                for b, (_, instruction, plan) in enumerate(samples):
+                    keep = int(cond.mask[b].nonzero().max()) + 1  # trailing padding is not stored
+                    one = Condition(*(None if x is None else x[b, :keep].cpu() for x in cond))
+                    # float16 halves the cache; the head computes in float32 (collate casts back)
+                    self.items.append((one._replace(tokens=one.tokens.half()), instruction, plan))
+                bar.update(len(samples))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.items[i]
+
+
+def collate_cached(samples: list[tuple], horizon: int) -> dict:
+    """collate_plans for CachedConditions samples: the batch carries the padded condition, not clouds."""
+    from threedmoe_ros.models.condition import Condition
+
+    batch = collate_plans([(None, instruction, plan) for _, instruction, plan in samples], horizon)
+    conds = [s[0] for s in samples]
+    K = max(c.tokens.shape[0] for c in conds)
+
+    def pad(values: list, fill=0) -> torch.Tensor | None:
+        if values[0] is None:
+            return None
+        out = values[0].new_full((len(values), K, *values[0].shape[1:]), fill)
+        for b, v in enumerate(values):
+            out[b, : len(v)] = v
+        return out
+
+    batch["condition"] = Condition(pad([c.tokens.float() for c in conds]), pad([c.mask for c in conds], False),
+                                   pad([c.anchors for c in conds]), pad([c.boxes for c in conds]),
+                                   pad([c.anchor_mask for c in conds], False))
+    return batch
+
+
+def cached_conditions(cfg: TrainConfig, policy: Policy, dataset: Dataset, progress: bool) -> CachedConditions:
+    """The frozen encoder's conditions of `dataset`, from OUT/condition_cache.pt when it holds this
+    run's (the main process computes and writes them; the others wait and read)."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=cfg.device == "cpu")
+    path = Path(cfg.out) / "condition_cache.pt"
+    stamp = {"encoder_checkpoint": str(Path(cfg.encoder_checkpoint).resolve()), "condition": cfg.condition,
+             "samples": len(dataset), "data": cfg.data, "recovery_data": list(cfg.recovery_data)}
+    if state.is_main_process:
+        cached = torch.load(path, weights_only=False) if path.is_file() else None
+        if cached is None or cached["stamp"] != stamp:
+            data = CachedConditions(dataset, policy.encoder, progress=progress)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"stamp": stamp, "items": data.items}, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)
+    state.wait_for_everyone()
+    data = CachedConditions.__new__(CachedConditions)
+    data.items = torch.load(path, weights_only=False)["items"]
+    return data
+
+
 # ----- training -----------------------------------------------------------------------------------
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+def build_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
+    """The policy to train: the light encoder as configured, or the 3D-MoE LLM of cfg.encoder_checkpoint
+    with the condition asked for, its parameters trainable as the regime says."""
+    if cfg.encoder == "light":
+        return Policy(policy_config)
+    from threedmoe_ros.models.mm_llm import ThreeDMoELLM
+
+    encoder = ThreeDMoELLM.from_pretrained(cfg.encoder_checkpoint)
+    encoder.config.condition = cfg.condition
+    policy_config = dataclasses.replace(
+        policy_config, encoder="3dmoe", encoder_config=dataclasses.asdict(encoder.config),
+        head=dataclasses.replace(policy_config.head, cond_dim=encoder.cond_dim))
+    policy = Policy(policy_config, encoder=encoder)
+    if cfg.regime == "frozen":
+        encoder.requires_grad_(False)
+    else:
+        encoder.configure_stage(2)  # LoRA, routers and the projection, as in Stage II
+    return policy
 
 
-def _loop(loader: DataLoader):
-    while True:  # steps, not epochs: a small dataset is simply seen more often
-        yield from loader
-
-
-def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resume: bool = False, progress: bool = True) -> Policy:
-    """Train and checkpoint into cfg.out; returns the policy with the weights the checkpoint holds."""
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
+def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> Policy:
+    """Train and checkpoint into cfg.out (train/loop.py); returns the policy with the weights the checkpoint holds.
+    A resumed run takes the policy config its checkpoint records."""
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state_file = out / "train_state.pt"
-    torch.manual_seed(cfg.seed)
-    device = torch.device(cfg.device)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-
-    step = 0
-    if resume:
-        if not state_file.is_file():
-            raise SystemExit(f"error: --resume but {state_file} does not exist; start without --resume")
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        policy_config = PolicyConfig.from_dict(state["policy_config"])
-    policy = Policy(policy_config).to(device)
-    optimizer = torch.optim.AdamW(
-        [p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95)
-    )
-    ema = copy.deepcopy(policy).requires_grad_(False) if cfg.ema_decay > 0 else None
-    if resume:
-        policy.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["torch_rng"])
-        step = state["step"]
-    (out / "train.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-
-    horizon = policy_config.head.horizon
-    loader = DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.batch_size,
-        num_workers=cfg.num_workers, collate_fn=functools.partial(collate_plans, horizon=horizon),
-        generator=torch.Generator().manual_seed(cfg.seed + step),
-    )
-    batches = _loop(loader)
-    writer = SummaryWriter(str(out / "tb"), purge_step=step)
-    csv_file = (out / "metrics.csv").open("a", newline="")
-    fields = ["step", "loss", "denoise", "validity", "pointer", "lr", "grad_norm", "samples_per_s"]
-    log = csv.DictWriter(csv_file, fields, extrasaction="ignore")
-    if csv_file.tell() == 0:
-        log.writeheader()
-
-    def checkpoint() -> None:
-        (ema or policy).save_pretrained(out / "checkpoint")
-        torch.save(
-            {
-                "step": step, "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
-                "ema": None if ema is None else ema.state_dict(), "torch_rng": torch.get_rng_state(),
-                "policy_config": policy_config.to_dict(),
-            },
-            out / "train_state.pt.tmp",
-        )
-        (out / "train_state.pt.tmp").replace(state_file)
-
-    policy.train()
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="pose-dit", unit="step", disable=not progress, dynamic_ncols=True)
-    window, seen, tic = [], 0, time.perf_counter()
-    while step < cfg.max_steps:
-        batch = next(batches)
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss, info = policy(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        optimizer.step()
-        if ema is not None:
-            with torch.no_grad():
-                # Warm the average up (1 − 1/(step+10) early on) so early checkpoints are not the init.
-                decay = min(cfg.ema_decay, 1 - 1 / (step + 10))
-                for e, p in zip(ema.parameters(), policy.parameters()):
-                    e.lerp_(p, 1 - decay)
-        step += 1
-        seen += len(batch["instructions"])
-        window.append(info)
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            row = {k: float(np.mean([w[k] for w in window if k in w])) for k in window[-1]}
-            row.update(step=step, lr=lr, grad_norm=float(grad_norm), samples_per_s=seen / (time.perf_counter() - tic))
-            log.writerow(row)
-            csv_file.flush()
-            for k, v in row.items():
-                if k != "step":
-                    writer.add_scalar(f"train/{k}", v, step)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-            window, seen, tic = [], 0, time.perf_counter()
-        if step % cfg.save_every == 0 or step == cfg.max_steps:
-            checkpoint()
-    bar.close()
-    writer.close()
-    csv_file.close()
-    plot_curves(out)
-    return (ema or policy).eval()
+    if resume and (out / "checkpoint" / "config.json").is_file():
+        policy_config = PolicyConfig.from_dict(json.loads((out / "checkpoint" / "config.json").read_text()))
+    torch.manual_seed(cfg.seed)  # the same config initialises the same weights
+    policy = build_policy(cfg, policy_config)
+    collate = functools.partial(collate_plans, horizon=policy.config.head.horizon)
+    if cfg.encoder == "3dmoe" and cfg.regime == "frozen":
+        dataset = cached_conditions(cfg, policy, dataset, progress)
+        collate = functools.partial(collate_cached, horizon=policy.config.head.horizon)
+    result = fit(cfg, policy, dataset, collate, lambda model, path: model.save_pretrained(path), resume=resume,
+                 progress=progress, stop_after=stop_after, name="pose-dit")
+    if (out / "metrics.csv").is_file():
+        plot_curves(out)
+    return result.model
 
 
 def plot_curves(out: str | Path) -> Path | None:
@@ -295,31 +300,14 @@ def plot_curves(out: str | Path) -> Path | None:
 
 # ----- command line -------------------------------------------------------------------------------
 
-def _field_help(name: str) -> str:
-    """The comment above a TrainConfig field, as its --help text."""
-    import inspect
-    import re
-
-    source = inspect.getsource(TrainConfig)
-    match = re.search(r"((?:\n    #[^\n]*)+)\n    " + name + r":", source)
-    text = " ".join(line.strip().lstrip("#").strip() for line in match.group(1).strip().splitlines()) if match else name.replace("_", " ")
-    return text.replace("%", "%%")  # argparse formats help strings with %
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, PolicyConfig, bool]:
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, PolicyConfig, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="threedmoe-train-pose-dit", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", help="directory of recorded episodes")
     p.add_argument("--out", required=True, help="run directory (checkpoint, logs)")
-    p.add_argument("--synthetic", type=int, default=0, help="train on N generated samples instead of --data")
-    p.add_argument("--dataset-factory", default=DEFAULT_DATASET_FACTORY, help="module:callable(dir) -> Dataset")
-    p.add_argument("--recovery-data", nargs="*", default=[], metavar="DIR",
-                   help="recovery episodes (threedmoe-collect --policy): every state, labelled by the oracle")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
-    for f in dataclasses.fields(TrainConfig):
-        if f.name not in ("out", "data", "synthetic", "dataset_factory", "recovery_data"):
-            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                           help=_field_help(f.name))
+    p.add_argument("--resume", action="store_true", help="continue from OUT/train_state/")
+    p.add_argument("--stop-after", type=int, help="end after this step with a checkpoint (a time-limited job); "
+                                                  "--resume continues")
+    add_config_arguments(p, TrainConfig)
     g = p.add_argument_group("policy (ignored with --resume: the run's own config is used)")
     g.add_argument("--scheduler", default="rectified_flow", choices=["rectified_flow", "ddpm"],
                    help="training objective and sampler (rectified flow is the paper's)")
@@ -334,8 +322,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, PolicyConfig
                    help="rectified flow only")
     a = p.parse_args(argv)
     try:
-        a.recovery_data = tuple(a.recovery_data)
-        cfg = TrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)})
+        cfg = config_from_arguments(TrainConfig, a)
         codec = PoseCodecConfig(rotation=a.rotation, yaw_symmetry=a.yaw_symmetry)
         base = PolicyConfig()
         head = dataclasses.replace(base.head, pose_dim=codec.dim, horizon=a.horizon, hidden_size=a.hidden_size, depth=a.depth,
@@ -344,17 +331,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, PolicyConfig
         policy_config = PolicyConfig(codec=codec, head=head, scheduler=a.scheduler, scheduler_config=scheduler_config)
     except ValueError as e:
         p.error(str(e))
-    return cfg, policy_config, a.resume
+    if cfg.encoder_checkpoint and not Path(cfg.encoder_checkpoint).is_dir():
+        p.error(f"--encoder-checkpoint {cfg.encoder_checkpoint} is not a directory; give a Stage II checkpoint/")
+    return cfg, policy_config, a
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, policy_config, resume = parse_args(argv)
+    cfg, policy_config, args = parse_args(argv)
     dataset = open_dataset(cfg)
     try:
-        train(cfg, policy_config, dataset, resume=resume)
+        train(cfg, policy_config, dataset, resume=args.resume, stop_after=args.stop_after)
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise SystemExit(f"error: {e}") from None
     print(f"checkpoint: {Path(cfg.out) / 'checkpoint'}")
     return 0
 

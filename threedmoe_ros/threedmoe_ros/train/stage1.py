@@ -15,17 +15,17 @@ and in the --eval-data scoring): --no-3d gives it the question without the 3D to
 3D tokens of another scene of the batch (BatchBuilder).
 --qa-format scanqa|sqa3d|leo with --qa-file and --scenes reads those sets' annotation files instead
 (data/external.py); --data is then not needed.
-Optimiser: AdamW, lr 2e-5 (the paper's) after a linear warm-up, 3 epochs by default. One device.
+Optimiser: AdamW, lr 2e-5 (the paper's) after a linear warm-up, 3 epochs by default. The loop,
+resume (--resume), periodic checkpoints and several processes or GPUs (`accelerate launch -m
+threedmoe_ros.train.stage1 ...`) are train/loop.py's.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import sys
 import dataclasses
 import json
-import math
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,17 +34,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from threedmoe_ros.data.qa import QADataset
 from threedmoe_ros.models.mm_llm import MMLLMConfig, ThreeDMoELLM
+from threedmoe_ros.train.loop import LoopConfig, add_config_arguments, config_from_arguments, fit
 
 
 @dataclass
-class StageConfig:
-    """One Stage I or Stage II run (saved as train.json)."""
+class StageConfig(LoopConfig):
+    """One Stage I or Stage II run (saved as train.json); the optimisation fields are the loop's."""
 
-    out: str
     # A qa.jsonl directory (simulator format), or with qa_format another set's annotation file.
     data: str | None = None
     stage: int = 1
@@ -61,15 +60,6 @@ class StageConfig:
     scenes: str | None = None
     # Stage I trains on captions only; Stage II on every kind (captions keep the alignment).
     kinds: list[str] | None = None
-    epochs: int = 3
-    max_steps: int | None = None
-    batch_size: int = 4
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "cpu"
     # Held-out qa.jsonl directory to score with greedy answers at the end (EM, BLEU, CIDEr, …);
     # with an external qa_format, an annotation file of that format (clouds from `scenes`).
     eval_data: str | None = None
@@ -77,22 +67,24 @@ class StageConfig:
     # Kinds scored at the end (None: every kind); captions need more new tokens than short answers.
     eval_kinds: list[str] | None = None
     max_new_tokens: int = 48
-    log_every: int = 10
     # What the LLM is shown of the scene, in training and in the evaluation at the end (the Stage II
     # ablations): "scene" its own 3D tokens; "none" the question alone (no 3D tokens); "shuffled"
     # the 3D tokens of another scene of the batch. The gap to "scene" is what the 3D tokens are worth.
     scene_input: str = "scene"
+    # The paper's optimisation: lr 2e-5 after a linear warm-up, 3 epochs, no weight decay.
+    epochs: int = 3
+    batch_size: int = 4
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    log_every: int = 10
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.stage not in (1, 2):
             raise ValueError(f"StageConfig.stage must be 1 or 2, got {self.stage}")
         if self.kinds is None:
             self.kinds = ["caption"] if self.stage == 1 else None
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"StageConfig.{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"StageConfig.lr must be > 0, got {self.lr}")
         if self.scene_input not in SCENE_INPUTS:
             raise ValueError(f"StageConfig.scene_input must be one of {SCENE_INPUTS}, got {self.scene_input!r}")
         if self.init and self.init_encoder:
@@ -242,69 +234,44 @@ def build_model(cfg: StageConfig) -> ThreeDMoELLM:
     return model
 
 
-def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
-    from tqdm import tqdm
+class StageObjective(nn.Module):
+    """A stage's objective as the training loop's module: (clouds, questions, answers) → (loss, info),
+    with what the LLM sees of the scene decided by the batch (BatchBuilder, scene_tokens)."""
 
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    def __init__(self, model: ThreeDMoELLM):
+        super().__init__()
+        self.model = model
 
+    def forward(self, batch: tuple) -> tuple[torch.Tensor, dict]:
+        clouds, questions, answers = batch
+        with scene_tokens(self.model, clouds, len(questions)) as scene:
+            loss, info = self.model.loss(scene, questions, answers)
+        info["n_text_tokens"] = text_tokens(self.model, questions, answers)
+        return loss, info
+
+
+def train(cfg: StageConfig, progress: bool = True, resume: bool = False, stop_after: int | None = None) -> ThreeDMoELLM:
+    """Run the stage through the one training loop (train/loop.py) and score it on cfg.eval_data."""
+    from accelerate import PartialState
+
+    torch.manual_seed(cfg.seed)  # routers, LoRA and the 3D encoder come from the config's seed anyway
     model = build_model(cfg)
-    model.to(cfg.device)
     model.configure_stage(cfg.stage)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
     dataset = load_dataset(cfg, cfg.kinds)
     if len(dataset) == 0:
         raise ValueError(f"{cfg.data or cfg.qa_file} has no items of kinds {cfg.kinds}")
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=BatchBuilder(cfg.scene_input, cfg.seed),
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    total = cfg.max_steps or cfg.epochs * len(loader)
-    if total <= cfg.warmup_steps:
-        print(f"stage {cfg.stage}: warning: {total} steps end inside the {cfg.warmup_steps}-step warm-up, so the "
-              f"learning rate never reaches {cfg.lr:g}; lower --warmup-steps", file=sys.stderr)
-
-    def lr_at(step: int) -> float:  # linear warm-up, then cosine to 10 %
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-    step, tokens, t0 = 0, 0, time.perf_counter()
-    bar = tqdm(total=total, desc=f"stage {cfg.stage}", unit="step", disable=not progress, dynamic_ncols=True)
-    with open(out / "metrics.csv", "w", newline="") as f:
-        log = csv.writer(f)
-        log.writerow(["step", "loss", "lm_loss", "aux_loss", "lr", "seconds"])
-        model.train()
-        while step < total:
-            for clouds, questions, answers in loader:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step)
-                with scene_tokens(model, clouds, len(questions)) as scene:
-                    loss, info = model.loss(scene, questions, answers)
-                tokens += text_tokens(model, questions, answers)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-                if step % cfg.log_every == 0 or step == total:
-                    log.writerow([step, loss.item(), info["lm_loss"], info["aux_loss"], lr_at(step - 1),
-                                  round(time.perf_counter() - t0, 1)])
-                    f.flush()
-                if step >= total:
-                    break
-    bar.close()
-    seconds = time.perf_counter() - t0
-    summary = {"steps": step, "seconds": round(seconds, 1), "text_tokens": tokens,
-               "tokens_per_s": round(tokens / seconds, 1), "samples_per_s": round(step * cfg.batch_size / seconds, 2),
-               "trainable_params": sum(p.numel() for p in params)}
+    result = fit(cfg, StageObjective(model), dataset, BatchBuilder(cfg.scene_input, cfg.seed),
+                 lambda objective, path: objective.model.save_pretrained(path), resume=resume, progress=progress,
+                 stop_after=stop_after, name=f"stage {cfg.stage}")
+    model = result.model.model
+    if not PartialState().is_main_process:
+        return model
+    out = Path(cfg.out)
+    tokens = result.totals.get("n_text_tokens", 0.0)
+    summary = {"steps": result.steps, "seconds": round(result.seconds, 1), "text_tokens": int(tokens),
+               "tokens_per_s": round(tokens / result.seconds, 1), "samples_per_s": round(result.samples / result.seconds, 2),
+               "trainable_params": result.trainable_params}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    model.save_pretrained(out / "checkpoint")
     if cfg.eval_data:
         if cfg.qa_format == "simulator":
             eval_set = cfg.eval_data
@@ -319,8 +286,10 @@ def train(cfg: StageConfig, progress: bool = True) -> ThreeDMoELLM:
     return model
 
 
-def parse_args(stage: int, argv: list[str] | None = None, description: str = __doc__) -> StageConfig:
-    """Command line of threedmoe-train-stage1 / -stage2 (one set of options, each stage's own --help text)."""
+def parse_args(stage: int, argv: list[str] | None = None,
+               description: str = __doc__) -> tuple[StageConfig, argparse.Namespace]:
+    """Command line of threedmoe-train-stage1 / -stage2 (one set of options, each stage's own --help text):
+    the stage's own flags, then one per training-loop field (train/loop.py) with the stage's defaults."""
     ap = argparse.ArgumentParser(prog=f"threedmoe-train-stage{stage}", description=description,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="directory with qa.jsonl (written by threedmoe-qa-data)")
@@ -329,17 +298,13 @@ def parse_args(stage: int, argv: list[str] | None = None, description: str = __d
     ap.add_argument("--qa-file", help="ScanQA / LEO JSON, or SQA3D questions JSON (annotations found beside it)")
     ap.add_argument("--scenes", help="directory of per-scene clouds: <scene_id>.npy / .npz / .pth (x y z r g b label)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/train_state/")
+    ap.add_argument("--stop-after", type=int, help="end after this step with a checkpoint; --resume continues")
     ap.add_argument("--init", help="ThreeDMoELLM checkpoint to start from")
     ap.add_argument("--init-encoder", help="checkpoint whose 3D encoder to start from (LLM built from --llm/--moe)")
     ap.add_argument("--llm", default="smollm2-135m", help="LLM preset for a fresh model")
     ap.add_argument("--llm-path", help="local directory of the llama-3.2-1b preset")
     ap.add_argument("--moe", default="e4-top2", help="MoE preset (e4-top2, e2-top2) or 'dense'")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--max-steps", type=int)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=2e-5)
-    ap.add_argument("--warmup-steps", type=int, default=100)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--eval-data", help="held-out qa.jsonl directory, or with --qa-format that set's val file")
     ap.add_argument("--eval-items", type=int, default=200)
     ap.add_argument("--max-new-tokens", type=int, default=48)
@@ -349,6 +314,9 @@ def parse_args(stage: int, argv: list[str] | None = None, description: str = __d
                            help="ablation: the LLM gets the question without the 3D tokens (training and --eval-data)")
         scene.add_argument("--shuffle-3d", dest="scene_input", action="store_const", const="shuffled",
                            help="ablation: each question gets the 3D tokens of another scene of its batch")
+    loop = ap.add_argument_group("training loop (train/loop.py)")
+    add_config_arguments(loop, StageConfig, skip=tuple(f.name for f in dataclasses.fields(StageConfig)
+                                                       if f.name not in {g.name for g in dataclasses.fields(LoopConfig)}))
     a = ap.parse_args(argv)
     model = {"llm": a.llm, "llm_path": a.llm_path, "moe": None if a.moe == "dense" else a.moe}
     if a.qa_format == "simulator" and not a.data:
@@ -359,19 +327,17 @@ def parse_args(stage: int, argv: list[str] | None = None, description: str = __d
         if path and not Path(path).is_dir():
             ap.error(f"{flag} {path} is not a checkpoint directory")
     try:
-        return StageConfig(out=a.out, data=a.data, stage=stage, model=model, init=a.init, init_encoder=a.init_encoder,
-                           qa_format=a.qa_format, qa_file=a.qa_file, scenes=a.scenes, epochs=a.epochs,
-                           max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
-                           device=a.device, scene_input=getattr(a, "scene_input", "scene"),
-                           eval_data=a.eval_data, eval_items=a.eval_items, max_new_tokens=a.max_new_tokens)
+        return config_from_arguments(StageConfig, a, stage=stage, model=model,
+                                     scene_input=getattr(a, "scene_input", "scene")), a
     except ValueError as exc:  # StageConfig checks its own fields
         ap.error(str(exc))
 
 
-def run_cli(cfg: StageConfig) -> int:
-    """Train; a bad input is a message and exit status 2, not a traceback."""
+def run_cli(stage: int, argv: list[str] | None, description: str = __doc__) -> int:
+    """Parse and train; a bad input is a message and exit status 2, not a traceback."""
+    cfg, args = parse_args(stage, argv, description)
     try:
-        train(cfg)
+        train(cfg, resume=args.resume, stop_after=args.stop_after)
     except (FileNotFoundError, ValueError) as exc:
         print(f"threedmoe-train-stage{cfg.stage}: {exc}", file=sys.stderr)
         return 2
@@ -379,7 +345,7 @@ def run_cli(cfg: StageConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(parse_args(1, argv))
+    return run_cli(1, argv)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ The loop, options and outputs are Stage I's (train/stage1.py); only what is trai
 
 from __future__ import annotations
 
-from threedmoe_ros.train.stage1 import parse_args, run_cli
+from threedmoe_ros.train.stage1 import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(parse_args(2, argv, description=__doc__))
+    return run_cli(2, argv, description=__doc__)
 
 
 if __name__ == "__main__":
