@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "threedmoe_ros"))
 
 from threedmoe_ros.eval.closed_loop import evaluate  # noqa: E402
+from threedmoe_ros.planner import Planner  # noqa: E402
 from threedmoe_ros.train.pose_dit import PolicyConfig, TrainConfig, open_dataset, train  # noqa: E402
 
 
@@ -87,14 +88,14 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         policy = train(cfg, policy_config, open_dataset(cfg), progress=False)
         train_s = time.perf_counter() - t0
-        policy.optimize_for_inference()
+        planner = Planner(policy)
         # The sampler's own step count (RF: 4, DDPM: 100); the canonical pointer model also at 1/2/10 RF steps.
         sweep = [policy.scheduler.num_inference_steps]
         if (head, order, recovery, scheduler) == ("pointer", "canonical", False, "rectified_flow"):
             sweep = [1, 2, 4, 10]
         runs[name] = {"train_s": train_s, "by_steps": {}}
         for steps in sweep:
-            outcomes, times = evaluate(policy, args.tasks, args.episodes, ["seen"], 1, steps, progress=False)
+            outcomes, times = evaluate(planner, args.tasks, args.episodes, ["seen"], 1, steps, progress=False)
             per_task = {t: sum(o.success for o in outcomes if o.task == t) / args.episodes for t in args.tasks}
             row = {"success": sum(o.success for o in outcomes) / len(outcomes), "per_task": per_task,
                    "plan_ms_p50": sorted(times)[len(times) // 2],

@@ -1,8 +1,8 @@
 """Pose-DiT plan latency at batch 1: rectified flow with 1/2/4/10 steps vs DDPM-100 and DDIM-10.
 
 One process, one set of weights, one thread; every variant plans the same scene and instruction,
-with the head frozen by Policy.optimize_for_inference (as the policy node should plan), and RF-4
-once more with the eager head for comparison.
+through a Planner with the TorchScript-frozen head (as the policy node plans), and RF-4 once more
+through an eager planner for comparison.
 The condition encoder runs once per plan whatever the sampler, so its time is reported apart
 from the head's (Pose-DiT sampling + pose decoding). Machines are noisy: read the ratios first.
 
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "threedmoe_ros"))
 
 from threedmoe_ros.models.schedulers import DDPM, RectifiedFlow  # noqa: E402
+from threedmoe_ros.planner import Planner  # noqa: E402
 from threedmoe_ros.policy import Policy, PolicyConfig  # noqa: E402
 from threedmoe_ros.data.synthetic import SyntheticPickPlace  # noqa: E402
 
@@ -59,13 +60,13 @@ def stats(values: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
 
 
-def measure(policy: Policy, cloud, instruction: str, steps: int, args) -> dict:
+def measure(planner: Planner, cloud, instruction: str, steps: int, args) -> dict:
     for i in range(args.warmup):
-        policy.plan(cloud, instruction, steps, seed=i)
+        planner.plan(cloud, instruction, steps, seed=i)
     enc, head, total = [], [], []
     start = time.perf_counter()
     while len(head) < args.max_iters and (len(head) < args.min_iters or time.perf_counter() - start < args.seconds):
-        r = policy.plan(cloud, instruction, steps, seed=len(head))
+        r = planner.plan(cloud, instruction, steps, seed=len(head))
         enc.append(r.encoder_ms)
         head.append(r.head_ms)
         total.append(r.total_ms)
@@ -127,27 +128,27 @@ def main(argv: list[str] | None = None) -> int:
             param.add_(torch.randn_like(param) * 0.02)
     cloud, instruction, _ = SyntheticPickPlace(1, seed=0, points_per_object=args.points_per_object)[0]
 
-    # The same weights, planned eagerly: what optimize_for_inference buys.
-    eager = Policy(config).eval()
-    eager.load_state_dict(policy.state_dict())
-    if not args.eager:
-        policy.optimize_for_inference()
+    # The same weights, planned eagerly: what the frozen head buys. Each planner has its own policy,
+    # so swapping one's scheduler leaves the other's alone.
+    eager_policy = Policy(config)
+    eager_policy.load_state_dict(policy.state_dict())
+    planner, eager = Planner(policy, frozen=not args.eager), Planner(eager_policy, frozen=False)
 
     # The first second or so of a process runs slower (caches, the TorchScript executor's first
     # passes); plan for a while first so the first variant measured is not penalised.
     start = time.perf_counter()
     while time.perf_counter() - start < args.warmup_seconds:
-        policy.plan(cloud, instruction, 4, seed=0)
+        planner.plan(cloud, instruction, 4, seed=0)
         eager.plan(cloud, instruction, 4, seed=0)
 
     load_start = os.getloadavg()[0]
     results = {}
-    runs = [(name, policy, scheduler, steps) for name, (scheduler, steps) in VARIANTS.items()]
+    runs = [(name, planner, scheduler, steps) for name, (scheduler, steps) in VARIANTS.items()]
     if not args.eager:
         runs.append(("rf-4-eager", eager, RectifiedFlow(), 4))
-    for name, pol, scheduler, steps in runs:
-        pol.scheduler = scheduler
-        results[name] = measure(pol, cloud, instruction, steps, args)
+    for name, plan_with, scheduler, steps in runs:
+        plan_with.policy.scheduler = scheduler
+        results[name] = measure(plan_with, cloud, instruction, steps, args)
         r = results[name]
         print(f"  {name:10s} n={r['n']:4d}  head p50 {r['head_ms']['p50']:8.2f} ms", flush=True)
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             "num_heads": config.head.num_heads, "encoder": config.encoder, "cloud_points": len(cloud),
             "condition_tokens": int(policy.encoder([cloud], [instruction])[1].sum()), "instruction": instruction,
             "parameters": policy.num_parameters(),
-            "head": "eager" if args.eager else "TorchScript-frozen (Policy.optimize_for_inference); rf-4-eager: same weights, eager",
+            "head": "eager" if args.eager else "TorchScript-frozen (Planner(frozen=True)); rf-4-eager: same weights, eager",
         },
         "results": results,
         "summary": summary,

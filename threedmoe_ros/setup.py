@@ -1,5 +1,5 @@
 """ament_python package of threedmoe_ros: the ROS-free core (sim, models, data, train, eval),
-the policy facade and the thin ROS 2 nodes. Also installs with plain pip on a Python-only machine."""
+the policy and its planner, and the thin ROS 2 nodes. Also installs with plain pip on a Python-only machine."""
 
 from glob import glob
 

@@ -5,7 +5,8 @@ Rooms, by what they may import (see DESIGN.md §2):
   models/  point encoder, MoE LLM, Pose-DiT, schedulers (torch + transformers + peft)
   data/    clouds, plans, rosbag2 episodes, datasets (numpy + rosbags; no rclpy)
   train/, eval/  command-line entry points
-  policy.py  the one facade that nodes, evaluation and benchmarks call
+  policy.py  the model: encoder + Pose-DiT + codec + scheduler, trained and saved as one
+  planner.py the one facade that nodes, evaluation and benchmarks plan through
   nodes/   the only code that imports rclpy
 """
 

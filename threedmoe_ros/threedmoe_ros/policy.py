@@ -1,14 +1,15 @@
-"""The policy facade: one ROS-free object that nodes, training, evaluation and benchmarks all call.
+"""The policy: the model that learns, one ROS-free object that training builds and the planner serves.
 
     policy = Policy.from_pretrained("runs/pose_dit/checkpoint")
-    result = policy.plan(cloud, "put the red block in the green zone", seed=0)
-    result.poses        # (T', 2, 7) pick/place poses, world frame, quaternions x y z w
+    loss, info = policy(batch)                      # training
+    planner = Planner(policy)                       # inference: see planner.py
 
 A Policy is condition encoder → Pose-DiT head → pose codec, sampled by a scheduler, in the style
-of lerobot's PreTrainedPolicy: `forward(batch) -> (loss, info)` for training, `plan` for
-inference, `reset`, and `save_pretrained` / `from_pretrained` on a directory holding
+of lerobot's DiffusionModel: `forward(batch) -> (loss, info)` for training, `condition` and
+`sample` for inference, and `save_pretrained` / `from_pretrained` on a directory holding
 config.json + model.safetensors. The pose statistics are buffers of the codec, so they travel in
-model.safetensors with the weights.
+model.safetensors with the weights. Everything about serving it (validation, devices, dtypes, the
+frozen head, seeds, cutting, refinement, timing) is the Planner's (planner.py).
 
 The encoder sits behind models.condition.ConditionEncoder and is chosen by name (`encoder`):
 "light" is the development encoder; the 3D-MoE LLM registers itself with `register_encoder`.
@@ -18,19 +19,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from threedmoe_ros.models.condition import Condition, ConditionEncoder
 from threedmoe_ros.models.light_encoder import LightConditionEncoder, LightEncoderConfig
 from threedmoe_ros.models.pose_codec import PoseCodec, PoseCodecConfig
-from threedmoe_ros.models.refine import refine_plan
 from threedmoe_ros.models.pose_dit import FrozenPoseDiT, PoseDiT, PoseDiTConfig
 from threedmoe_ros.models.schedulers import SCHEDULERS, make_scheduler
 from threedmoe_ros.types import Cloud
@@ -90,7 +88,7 @@ class PolicyConfig:
     # Longest instruction accepted, in characters: longer text is a client bug, not a task. The
     # default is the one limit of threedmoe_ros.validation, which every node uses too.
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS
-    # Seed of the policy's own generator (used when plan() gets no seed; reset() rewinds it).
+    # Seed of a planner's own generator (used when Planner.plan gets no seed; Planner.reset rewinds it).
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -132,20 +130,8 @@ class PolicyConfig:
         return cls(**d)
 
 
-@dataclass
-class PlanResult:
-    """A sampled plan and what it cost."""
-
-    poses: np.ndarray  # (T', 2, 7) float64: steps kept before the first invalid one
-    valid_prob: np.ndarray  # (T,) p(step is real) for every slot of the horizon
-    steps: int  # sampling steps taken
-    encoder_ms: float  # condition encoder (cloud + instruction → tokens)
-    head_ms: float  # Pose-DiT sampling + decoding
-    total_ms: float
-
-
 class Policy(nn.Module):
-    """Condition encoder + Pose-DiT + pose codec + scheduler, with one face for every caller."""
+    """Condition encoder + Pose-DiT + pose codec + scheduler: trained by `forward`, served by a Planner."""
 
     def __init__(self, config: PolicyConfig | None = None, encoder: ConditionEncoder | None = None):
         super().__init__()
@@ -161,38 +147,24 @@ class Policy(nn.Module):
         self.head = PoseDiT(config.head)
         self.codec = PoseCodec(config.codec)
         self.scheduler = make_scheduler(config.scheduler, **config.scheduler_config)
-        # Optional question answerer (the 3D-MoE LLM): a callable (cloud, question) -> str.
-        # The 3D-MoE LLM answers questions itself; the light encoder has no language model.
+        # Optional question answerer (the 3D-MoE LLM): a callable (cloud, question) -> str that
+        # Planner.answer calls. The 3D-MoE LLM answers questions itself; the light encoder has no language model.
         self.answerer: Callable[[Cloud, str], str] | None = getattr(encoder, "answer", None)
         # What plans are stamped with (PickPlacePlan.model_id): the checkpoint directory once loaded.
         self.model_id = "untrained"
-        self._frozen_head: FrozenPoseDiT | None = None  # see optimize_for_inference
-        self._generator = torch.Generator().manual_seed(config.seed)
 
     @property
     def device(self) -> torch.device:
         return self.head.null_token.device
 
-    def optimize_for_inference(self) -> "Policy":
-        """Plan with a TorchScript-frozen copy of the head: the same plans (to ~1e-6), each sampling
-        step about 1.6× faster on a CPU. The copy is of today's weights, so train() and
-        load_state_dict() drop it; call this again afterwards."""
-        self._frozen_head = FrozenPoseDiT(self.head)
-        return self
-
-    def train(self, mode: bool = True) -> "Policy":
-        if mode:
-            self._frozen_head = None
-        return super().train(mode)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self._frozen_head = None
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
     # ----- training -----------------------------------------------------------------------------
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """batch: clouds list[Cloud], instructions list[str], plan (B, T, 2, 7), valid (B, T) bool → (loss, info)."""
-        cond = self.condition(batch["clouds"], batch["instructions"])
+        """batch: clouds list[Cloud], instructions list[str], plan (B, T, 2, 7), valid (B, T) bool → (loss, info).
+        A batch may carry the encoder's output as `condition` instead (a frozen encoder's, computed once)."""
+        if "condition" in batch:
+            cond = self.normalize_condition(Condition(*(None if x is None else x.to(self.device) for x in batch["condition"])))
+        else:
+            cond = self.condition(batch["clouds"], batch["instructions"])
         plan = batch["plan"].to(self.device, torch.float32)
         valid = batch["valid"].to(self.device)
         x = self.codec.encode(plan)  # (B, T, 2, d)
@@ -202,7 +174,10 @@ class Policy(nn.Module):
 
     def condition(self, clouds: list[Cloud], instructions: list[str]) -> Condition:
         """The encoder's condition with its anchors mapped into the codec's normalised space."""
-        cond = Condition.of(self.encoder(clouds, instructions))
+        return self.normalize_condition(Condition.of(self.encoder(clouds, instructions)))
+
+    def normalize_condition(self, cond: Condition) -> Condition:
+        """An encoder's condition (anchors in metres, world frame) with its anchors in the codec's normalised space."""
         if cond.anchors is None:
             return cond
         box = torch.cat([self.codec.normalize_xyz(cond.boxes[..., :2]), self.codec.normalize_xyz(cond.boxes[..., 2:])], -1)
@@ -212,64 +187,14 @@ class Policy(nn.Module):
     # ----- inference ----------------------------------------------------------------------------
     @torch.no_grad()
     def sample(
-        self, cond: Condition, steps: int | None = None, generator: torch.Generator | None = None
+        self, cond: Condition, steps: int | None = None, generator: torch.Generator | None = None,
+        head: nn.Module | FrozenPoseDiT | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Condition (from `condition`) → (poses (B, T, 2, 7), valid_prob (B, T)) for the whole horizon."""
-        head = self._frozen_head if self._frozen_head is not None else self.head
-        x, logit = self.scheduler.sample(head, cond, None, steps, generator)
+        """Condition (from `condition`) → (poses (B, T, 2, 7), valid_prob (B, T)) for the whole horizon.
+        `head` is the network sampled with (default: self.head; a Planner passes its frozen or
+        half-precision copy)."""
+        x, logit = self.scheduler.sample(self.head if head is None else head, cond, None, steps, generator)
         return self.codec.decode(x), torch.sigmoid(logit)
-
-    @torch.no_grad()
-    def plan(self, cloud: Cloud, instruction: str, steps: int | None = None, seed: int | None = None,
-             refine: bool = False) -> PlanResult:
-        """Sample a pick-and-place plan. `seed` makes the plan reproducible; without it the policy's
-        own generator advances. `refine` snaps positions onto the objects of a labelled cloud
-        (models/refine.py). Raises ValueError on input a caller should have caught."""
-        self._check_inputs(cloud, instruction, steps)
-        steps = steps or self.scheduler.num_inference_steps
-        generator = torch.Generator().manual_seed(seed) if seed is not None else self._generator
-        t0 = time.perf_counter()
-        cond = self.condition([cloud], [instruction.strip()])
-        self._sync()
-        t1 = time.perf_counter()
-        poses, valid_prob = self.sample(cond, steps, generator)
-        poses, valid_prob = poses[0].double().cpu().numpy(), valid_prob[0].double().cpu().numpy()
-        t2 = time.perf_counter()
-        # Keep the steps before the first invalid one: a plan is a prefix, never a plan with holes.
-        invalid = np.flatnonzero(valid_prob <= 0.5)
-        n = int(invalid[0]) if len(invalid) else len(valid_prob)
-        poses = refine_plan(poses[:n], cloud) if refine else poses[:n]
-        t3 = time.perf_counter()
-        return PlanResult(poses, valid_prob, steps, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t0) * 1e3)
-
-    def answer(self, cloud: Cloud, question: str) -> str:
-        """Answer a question about the scene with the 3D-MoE LLM (attach one as `policy.answerer`)."""
-        if self.answerer is None:
-            raise NotImplementedError(
-                "this policy has no language model for answering questions: it was built with the "
-                f"{self.config.encoder!r} condition encoder; attach a 3D-MoE answerer (policy.answerer = callable) "
-                "or load a 3D-MoE checkpoint"
-            )
-        self._check_inputs(cloud, question, None, what="question")
-        return self.answerer(cloud, question.strip())
-
-    def reset(self) -> None:
-        """Rewind the policy's generator; the policy keeps no other state between plans."""
-        self._generator.manual_seed(self.config.seed)
-
-    def _check_inputs(self, cloud: Cloud, text: str, steps: int | None, what: str = "instruction") -> None:
-        """The one input validator (threedmoe_ros.validation), strict: callers pass clouds they made, so
-        a point to drop is their bug. Raises validation.InputError (a ValueError) with the reason."""
-        from threedmoe_ros.validation import InputError, validate_cloud, validate_text
-
-        validate_cloud(cloud, drop=False)
-        validate_text(text, self.config.max_instruction_chars, what)
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise InputError(f"steps must be a positive int or None, got {steps!r}")
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     # ----- checkpoints --------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:

@@ -2,7 +2,7 @@
 
 Inputs (what a sensor or a client sends) go through `validate_text` and `validate_cloud`; every
 failure raises `InputError`, whose message is the reason a user reads on the policy node's
-`status` topic. The policy facade, the nodes and the evaluation call these two and nothing else.
+`status` topic. The planner, the nodes and the evaluation call these two and nothing else.
 
 Plans (what the policy wants executed) go through `validate_plan` before anything is published
 or executed: finite, inside the workspace, unit quaternions, the suction tool near vertical, and
@@ -109,7 +109,7 @@ def validate_cloud(cloud: "Cloud", limits: CloudLimits = CloudLimits(), drop: bo
     """The cloud to plan on, or InputError saying why there is none.
 
     With `drop` (what a sensor needs) non-finite points and points outside the sanity box are
-    removed; without it (the policy facade, whose callers pass clouds they made) any such point is
+    removed; without it (the planner, whose callers pass clouds they made) any such point is
     an error. Then the cloud must have points in the workspace, not all in one place, and at least
     one object: a cloud of only table, one point or identical points gives no plan at all.
     """

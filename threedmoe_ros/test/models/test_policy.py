@@ -1,5 +1,6 @@
-"""The policy facade: plans a user can execute, clear errors on bad input, and checkpoints that
-load back to the same plans."""
+"""The policy (the model): checkpoints that load back to the same plans, configs that refuse what
+cannot work, and the light encoder's tokens. Serving it (validation, seeds, cutting, dtypes) is
+tested in test_planner.py."""
 
 from __future__ import annotations
 
@@ -11,24 +12,12 @@ import torch
 
 from threedmoe_ros.models.condition import ConditionEncoder
 from threedmoe_ros.models.light_encoder import LightConditionEncoder, LightEncoderConfig, object_features, tokenize
-from threedmoe_ros.models.pose_dit import PoseDiTConfig
-from threedmoe_ros.policy import CheckpointError, PlanResult, Policy, PolicyConfig
+from threedmoe_ros.planner import Planner
+from threedmoe_ros.policy import CheckpointError, Policy, PolicyConfig
 from threedmoe_ros.data.synthetic import SyntheticPickPlace
 from threedmoe_ros.types import Cloud
 
-SMALL_HEAD = PoseDiTConfig(hidden_size=64, depth=2, num_heads=4, horizon=4, cond_dim=32)
-SMALL = dict(head=SMALL_HEAD, encoder_config={"dim": 32, "layers": 1})
-INSTRUCTION = "put the red block in the green zone"
-
-
-def _randomise(policy: Policy, seed: int = 0) -> Policy:
-    """Random weights everywhere (zero-initialised output layers would make every plan alike)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in policy.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-        policy.head.final_layer.validity.bias.fill_(5.0)  # every step valid, so plans are not empty
-    return policy.eval()
+from _small_policy import INSTRUCTION, SMALL, SMALL_HEAD, small_policy
 
 
 @pytest.fixture(scope="module")
@@ -38,47 +27,16 @@ def scene() -> Cloud:
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return _randomise(Policy(PolicyConfig(**SMALL)))
-
-
-def test_plan_is_executable(policy, scene):
-    result = policy.plan(scene, INSTRUCTION, seed=0)
-    assert isinstance(result, PlanResult)
-    assert result.poses.shape == (4, 2, 7) and result.poses.dtype == np.float64
-    low, high = np.array(policy.config.codec.low), np.array(policy.config.codec.high)
-    assert (result.poses[..., :3] >= low - 1e-6).all() and (result.poses[..., :3] <= high + 1e-6).all()
-    assert np.allclose(np.linalg.norm(result.poses[..., 3:], axis=-1), 1, atol=1e-5)
-    assert result.valid_prob.shape == (4,)
-    assert result.steps == 4 and result.encoder_ms > 0 and result.head_ms > 0
-    assert result.total_ms >= result.encoder_ms + result.head_ms - 1e-6
-
-
-def test_validity_truncates_at_the_first_invalid_step(scene):
-    policy = _randomise(Policy(PolicyConfig(**SMALL)))
-    with torch.no_grad():
-        policy.head.final_layer.validity.weight.zero_()
-        policy.head.final_layer.validity.bias.fill_(-5.0)
-    assert policy.plan(scene, INSTRUCTION, seed=0).poses.shape == (0, 2, 7)
-
-
-def test_seed_reproduces_and_reset_rewinds(policy, scene):
-    a = policy.plan(scene, INSTRUCTION, seed=1).poses
-    assert np.array_equal(a, policy.plan(scene, INSTRUCTION, seed=1).poses)
-    assert not np.allclose(a, policy.plan(scene, INSTRUCTION, seed=2).poses)
-    policy.reset()
-    first = [policy.plan(scene, INSTRUCTION).poses for _ in range(2)]
-    policy.reset()
-    again = [policy.plan(scene, INSTRUCTION).poses for _ in range(2)]
-    assert all(np.array_equal(x, y) for x, y in zip(first, again))
-    assert not np.allclose(first[0], first[1])
+    return small_policy()
 
 
 def test_save_load_gives_identical_plans(policy, scene, tmp_path):
     policy.save_pretrained(tmp_path / "ckpt")
     assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"config.json", "model.safetensors"}
     loaded = Policy.from_pretrained(tmp_path / "ckpt")
+    before, after = Planner(policy, frozen=False), Planner(loaded, frozen=False)
     for steps in (1, 4):
-        assert np.array_equal(policy.plan(scene, INSTRUCTION, steps, seed=5).poses, loaded.plan(scene, INSTRUCTION, steps, seed=5).poses)
+        assert np.array_equal(before.plan(scene, INSTRUCTION, steps, seed=5).poses, after.plan(scene, INSTRUCTION, steps, seed=5).poses)
     assert loaded.config == policy.config
     assert loaded.model_id == "ckpt"
 
@@ -113,38 +71,6 @@ def test_missing_or_corrupt_checkpoint_names_the_path(policy, tmp_path):
         Policy.from_pretrained(tmp_path / "c")
 
 
-@pytest.mark.parametrize(
-    "cloud_kind, text, words",
-    [
-        ("ok", "", "empty"),
-        ("ok", "   ", "empty"),
-        ("ok", "put " * 200, "limit"),
-        ("nan", INSTRUCTION, "NaN"),
-        ("empty", INSTRUCTION, "no points"),
-    ],
-)
-def test_bad_input_raises_value_error_with_a_reason(policy, scene, cloud_kind, text, words):
-    cloud = scene
-    if cloud_kind == "nan":
-        xyz = scene.xyz.copy()
-        xyz[3] = np.nan
-        cloud = Cloud(xyz, scene.rgb, scene.label)
-    elif cloud_kind == "empty":
-        cloud = Cloud(np.zeros((0, 3)))
-    with pytest.raises(ValueError, match=words):
-        policy.plan(cloud, text)
-
-
-def test_answer_says_what_is_missing(policy, scene):
-    with pytest.raises(NotImplementedError, match="answerer"):
-        policy.answer(scene, "what colour is the block?")
-    policy.answerer = lambda cloud, question: "red"
-    try:
-        assert policy.answer(scene, "what colour is the block?") == "red"
-    finally:
-        policy.answerer = None
-
-
 def test_head_does_not_care_which_encoder_is_behind_the_interface(scene):
     class ConstantEncoder(ConditionEncoder):
         cond_dim = 32
@@ -157,7 +83,7 @@ def test_head_does_not_care_which_encoder_is_behind_the_interface(scene):
             return self.token.expand(len(clouds), 3, -1), torch.ones(len(clouds), 3, dtype=torch.bool)
 
     policy = Policy(PolicyConfig(**SMALL), encoder=ConstantEncoder())
-    assert policy.plan(scene, INSTRUCTION, seed=0).valid_prob.shape == (4,)
+    assert Planner(policy, frozen=False).plan(scene, INSTRUCTION, seed=0).valid_prob.shape == (4,)
 
 
 @pytest.mark.parametrize(
@@ -223,25 +149,9 @@ def test_orientation_feature_turns_with_four_times_the_yaw():
     assert abs(angle(f(0.2)) - angle(f(0.0)) - 0.8) < 0.15  # phase moves by 4θ
 
 
-def test_frozen_head_plans_like_the_eager_one(scene):
-    from threedmoe_ros.models.schedulers import DDPM
-
-    policy = _randomise(Policy(PolicyConfig(**SMALL)))
-    for scheduler in (policy.scheduler, DDPM(sampler="ddim")):
-        policy.scheduler = scheduler
-        for text in (INSTRUCTION, "stack the blocks"):  # condition lengths differ
-            policy._frozen_head = None
-            eager = policy.plan(scene, text, seed=3).poses
-            fast = policy.optimize_for_inference().plan(scene, text, seed=3).poses
-            assert policy._frozen_head is not None
-            assert np.allclose(eager, fast, atol=1e-5)
-    policy.train()
-    assert policy._frozen_head is None
-
-
 def test_3dmoe_policy_saves_loads_and_answers(tmp_path):
     """A policy whose condition comes from the (tiny) 3D-MoE LLM round-trips through its checkpoint,
-    though the LLM's experts share one frozen weight, and answers questions through the facade."""
+    though the LLM's experts share one frozen weight, and answers questions through the planner."""
     import numpy as np
 
     from threedmoe_ros.models.pose_dit import PoseDiTConfig
@@ -256,7 +166,7 @@ def test_3dmoe_policy_saves_loads_and_answers(tmp_path):
     rng = np.random.default_rng(0)
     label = np.repeat([0, 1, 2], 200)
     cloud = Cloud(rng.uniform(0, 1, (600, 3)) * [0.5, 1, 0.05] + [0.25, -0.5, 0], rng.integers(0, 255, (600, 3)), label)
-    before = policy.plan(cloud, "stack the blocks", seed=3).valid_prob
-    loaded = Policy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt"))
+    before = Planner(policy, frozen=False).plan(cloud, "stack the blocks", seed=3).valid_prob
+    loaded = Planner(Policy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt")), frozen=False)
     np.testing.assert_allclose(loaded.plan(cloud, "stack the blocks", seed=3).valid_prob, before, atol=1e-5)
     assert isinstance(loaded.answer(cloud, "how many blocks are there?"), str)

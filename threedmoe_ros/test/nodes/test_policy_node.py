@@ -1,7 +1,8 @@
 """The policy node's lifecycle and settings as an operator meets them: a configure that cannot
-succeed ends the process with status 1 and the reason (and bringup with it), the head runs in
-bfloat16/float16, a publisher whose QoS the points subscription cannot hear is reported, and the
-status topic counts the clouds. Malformed input is tested in test_fuzz_inputs.py."""
+succeed ends the process with status 1 and the reason (and bringup with it), a bfloat16 node plans,
+a publisher whose QoS the points subscription cannot hear is reported, and the status topic counts
+the clouds. Malformed input is tested in test_fuzz_inputs.py; the planner's half precision in
+test/models/test_planner.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from threedmoe_ros.nodes import conversions as conv
@@ -72,26 +72,6 @@ def test_bringup_of_the_policy_profile_with_a_corrupt_checkpoint_ends_with_an_er
     assert done.returncode != 0, output
     assert "model.safetensors is corrupt" in output, output
     assert "Traceback" not in output, output
-
-
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_half_precision_head_plans_like_float32(dtype):
-    """The encoders stay float32; the head runs in half precision; plans agree within a centimetre."""
-    import torch
-    from rosio import scene_cloud
-
-    from threedmoe_ros.checkpoints import DEFAULT_POLICY
-    from threedmoe_ros.nodes.policy_node import HeadInDtype
-    from threedmoe_ros.policy import Policy
-
-    full = Policy.from_pretrained(DEFAULT_POLICY)
-    half = Policy.from_pretrained(DEFAULT_POLICY)
-    half.head = HeadInDtype(half.head, getattr(torch, dtype))
-    cloud = scene_cloud(1)
-    for text in (GOOD, "stack the blocks"):
-        a, b = half.plan(cloud, text, seed=0).poses, full.plan(cloud, text, seed=0).poses
-        assert a.shape == b.shape and validate_plan(a) == ""
-        assert np.abs(a - b).max() < 0.01
 
 
 def test_bfloat16_node_reports_qos_it_cannot_hear_and_counts_clouds(rclpy_context, start_node):

@@ -62,7 +62,7 @@ class Job:
 
 
 _ENVS: dict = {}
-_POLICIES: dict = {}
+_PLANNERS: dict = {}
 
 
 def _env(job: Job):
@@ -78,22 +78,22 @@ def _env(job: Job):
     return _ENVS[key]
 
 
-def _policy(path: str | None):
+def _planner(path: str | None):
     if path is None:
         return None
-    if path not in _POLICIES:
+    if path not in _PLANNERS:
         import torch
 
-        from threedmoe_ros.policy import Policy
+        from threedmoe_ros.planner import Planner
 
         torch.set_num_threads(1)
-        _POLICIES[path] = Policy.from_pretrained(path).optimize_for_inference()
-    return _POLICIES[path]
+        _PLANNERS[path] = Planner.from_pretrained(path, horizon=1)  # only the first step is ever tried
+    return _PLANNERS[path]
 
 
-def record_episode(env, seed: int, path: Path, policy=None) -> tuple[bool, int]:
-    """Run the oracle closed loop in `env` for `seed` (or `policy`, labelled by the oracle), writing
-    a bag at `path`; returns (success, steps)."""
+def record_episode(env, seed: int, path: Path, planner=None) -> tuple[bool, int]:
+    """Run the oracle closed loop in `env` for `seed` (or a planner.Planner, labelled by the oracle),
+    writing a bag at `path`; returns (success, steps)."""
     from threedmoe_ros.data import bags
 
     obs, info = env.reset(seed)
@@ -118,8 +118,8 @@ def record_episode(env, seed: int, path: Path, policy=None) -> tuple[bool, int]:
             plan = env.oracle_plan()
             observe(obs, info, plan)
             step = plan[:1]
-            if policy is not None:
-                proposal = policy.plan(obs["cloud"], instruction, seed=seed * 100 + env.steps_taken).poses[:1]
+            if planner is not None:
+                proposal = planner.plan(obs["cloud"], instruction, seed=seed * 100 + env.steps_taken).poses
                 if len(proposal) and not env.validate(proposal):
                     step = proposal
             obs, _, terminated, truncated, info = env.step(step)
@@ -139,7 +139,7 @@ def _run(job: Job) -> tuple[Job, str, bool]:
     if path.exists():
         shutil.rmtree(path)  # an interrupted bag without metadata is unreadable; redo it
     try:
-        success, _ = record_episode(_env(job), job.seed, path, _policy(job.policy))
+        success, _ = record_episode(_env(job), job.seed, path, _planner(job.policy))
         return job, "", success
     except Exception as exc:  # noqa: BLE001 — report which episode broke and go on with the rest
         shutil.rmtree(path, ignore_errors=True)  # no half episode for the trainer to trip on; a rerun redoes it

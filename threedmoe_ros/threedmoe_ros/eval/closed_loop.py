@@ -1,4 +1,4 @@
-"""Closed-loop evaluation in the simulator, no ROS: the policy plans, the first k steps run, it re-plans.
+"""Closed-loop evaluation in the simulator, no ROS: the planner plans, the first k steps run, it re-plans.
 
     threedmoe-eval-closed-loop --checkpoint runs/pose_dit/checkpoint \\
         --tasks zone bowl stacking --episodes 100 --colors seen unseen --out runs/eval_closed_loop
@@ -25,18 +25,18 @@ from threedmoe_ros.types import Cloud, EpisodeOutcome
 from threedmoe_ros.validation import InputError
 
 
-def run_episode(env, policy, seed: int, k: int, sampling_steps: int, plan_seed: int,
-                refine: bool = False, labels: bool = True) -> tuple[EpisodeOutcome, list[float]]:
-    """One closed-loop episode; returns its outcome and the policy's plan times (ms). `labels` False
-    strips the instance labels from every cloud, so the policy sees what a real sensor gives."""
+def run_episode(env, planner, seed: int, k: int, sampling_steps: int, plan_seed: int,
+                labels: bool = True) -> tuple[EpisodeOutcome, list[float]]:
+    """One closed-loop episode with a planner.Planner; returns its outcome and the plan times (ms).
+    `labels` False strips the instance labels from every cloud, so the policy sees what a real
+    sensor gives. Plans go to the simulator as sampled: it validates them itself (with exact IK)."""
     obs, _ = env.reset(seed)
     times = []
     while True:
         cloud = obs["cloud"] if labels else Cloud(obs["cloud"].xyz, obs["cloud"].rgb, None, stamp_ns=obs["cloud"].stamp_ns)
         try:
-            result = policy.plan(cloud, obs["instruction"], steps=sampling_steps, seed=plan_seed + len(times),
-                                 refine=refine)
-        except InputError:  # the policy refuses this observation (e.g. it shows no object): it plans nothing
+            result = planner.plan(cloud, obs["instruction"], steps=sampling_steps, seed=plan_seed + len(times))
+        except InputError:  # the planner refuses this observation (e.g. it shows no object): it plans nothing
             times.append(0.0)
             obs, _, terminated, truncated, info = env.step(np.zeros((0, 2, 7)))
         else:
@@ -46,8 +46,8 @@ def run_episode(env, policy, seed: int, k: int, sampling_steps: int, plan_seed: 
             return env.outcome(), times
 
 
-def evaluate(policy, tasks: list[str], episodes: int, colors: list[str], k: int, sampling_steps: int,
-             resolution: tuple[int, int] = (320, 240), refine: bool = False, progress: bool = True,
+def evaluate(planner, tasks: list[str], episodes: int, colors: list[str], k: int, sampling_steps: int,
+             resolution: tuple[int, int] = (320, 240), progress: bool = True,
              labels: bool = True) -> tuple[list[EpisodeOutcome], list[float]]:
     from tqdm import tqdm
 
@@ -62,8 +62,7 @@ def evaluate(policy, tasks: list[str], episodes: int, colors: list[str], k: int,
             config = EnvConfig(task=task, unseen_colors=color == "unseen", cameras=default_cameras(*resolution))
             with TabletopEnv(config) as env:
                 for i in range(episodes):
-                    outcome, t = run_episode(env, policy, seed_for("test", i), k, sampling_steps, plan_seed=i, refine=refine,
-                                             labels=labels)
+                    outcome, t = run_episode(env, planner, seed_for("test", i), k, sampling_steps, plan_seed=i, labels=labels)
                     outcomes.append(outcome)
                     times += t
                     bar.update(1)
@@ -128,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from threedmoe_ros.checkpoints import DEFAULT_POLICY
-    from threedmoe_ros.policy import CheckpointError, Policy
+    from threedmoe_ros.planner import Planner
+    from threedmoe_ros.policy import CheckpointError
 
     torch.set_num_threads(1)
     checkpoint = args.checkpoint or str(DEFAULT_POLICY)
     try:
-        policy = Policy.from_pretrained(checkpoint).optimize_for_inference()
+        planner = Planner.from_pretrained(checkpoint, refine=args.refine)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                "k": args.k, "refine": args.refine, "labels": not args.no_labels, "runs": {}}
     for steps in args.sampling_steps:
         t0 = time.perf_counter()
-        outcomes, times = evaluate(policy, summary["tasks"], args.episodes, args.colors, args.k, steps, resolution,
-                                   refine=args.refine, labels=not args.no_labels)
-        title = (f"Closed-loop success, {policy.config.scheduler.replace('_', ' ')} {steps} step{'s' if steps > 1 else ''}"
+        outcomes, times = evaluate(planner, summary["tasks"], args.episodes, args.colors, args.k, steps, resolution,
+                                   labels=not args.no_labels)
+        title = (f"Closed-loop success, {planner.policy.config.scheduler.replace('_', ' ')} {steps} step{'s' if steps > 1 else ''}"
                  f"{', refined' if args.refine else ''}{', segmented (no labels)' if args.no_labels else ''}")
         # Every episode's outcome first: nothing a report step does can lose a finished evaluation.
         (args.out / f"steps_{steps}").mkdir(parents=True, exist_ok=True)

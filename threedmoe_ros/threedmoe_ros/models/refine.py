@@ -8,7 +8,7 @@ positions are moved onto it when the model clearly meant that object:
   place → the top-face centre of the nearest block-like object within `place_radius`, when the
           sampled height says the held object goes on top of it (a stack); other places (zones,
           bowls, free table) keep the sampled position.
-Orientation and the plan's length are never changed. numpy only; `Policy.plan(refine=True)` uses it.
+Orientation and the plan's length are never changed. numpy only; `Planner(refine=True)` uses it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Policy node: point cloud + instruction in, pick-and-place plan out.
 
-A LifecycleNode in the style of yolo_ros: parameters are declared in __init__, the model is loaded
+A LifecycleNode in the style of yolo_ros: parameters are declared in __init__, the planner is made
 on configure and freed on cleanup, publishers are lifecycle publishers that only publish while
-active. It converts messages, validates them (threedmoe_ros.validation: one input validator, one
-plan validator) and calls the Policy facade; it holds no model logic.
+active. It converts messages, validates them (threedmoe_ros.validation, the same input validator
+the planner applies) and calls the Planner (threedmoe_ros.planner), which owns the model, its
+device and dtype, cutting, refinement and the plan validator; the node holds no model logic.
 
 Robustness: no exception leaves a callback. Bad input of any kind is refused with a log line and
 an InputStatus (ok = false, the reason) on `status`; a plan that fails the plan validator (NaN,
@@ -67,7 +68,6 @@ from geometry_msgs.msg import PoseArray
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 from threedmoe_msgs.msg import EpisodeResult, InputStatus, PickPlacePlan
-from torch import nn
 from visualization_msgs.msg import MarkerArray
 
 from threedmoe_ros.nodes import common
@@ -75,16 +75,17 @@ from threedmoe_ros.nodes import conversions as conv
 from threedmoe_ros.nodes.common import LATCHED, doc
 from threedmoe_ros.types import Cloud
 from threedmoe_ros.validation import MAX_INSTRUCTION_CHARS, MAX_POINTS, CloudLimits, InputError, validate_cloud, \
-    validate_plan, validate_text
+    validate_text
 
 # Depth 1: only the newest cloud matters; DDS itself must not queue older ones either.
 POINTS_QOS = {
     "sensor_data": QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE),
     "reliable": QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE),
 }
-DTYPES = ("float32", "float16", "bfloat16")
 MAX_REASON_CHARS = 1000
 BIG_INPUT_BYTES = 4 << 20  # messages this large are followed by a heap trim
+
+
 class ConfigureError(RuntimeError):
     """configure cannot complete; the message says why and what to change."""
 
@@ -114,54 +115,6 @@ def guarded(topic: str):
         return run
 
     return wrap
-
-
-class HeadInDtype(nn.Module):
-    """Pose-DiT in float16/bfloat16 beside a float32 encoder, codec and sampler state.
-
-    The encoders build float32 tokens; this casts the condition on its way into the head and
-    the head's outputs back to float32, so the Euler integration and the pose decoding keep full
-    precision and only the network's arithmetic is halved. Quacks like a PoseDiT for the
-    schedulers (`config`, `context`, call) and for Policy (`null_token` tells the device).
-    """
-
-    def __init__(self, head: nn.Module, dtype):
-        super().__init__()
-        self.inner, self.dtype, self.config = head.to(dtype), dtype, head.config
-
-    @property
-    def null_token(self):
-        return self.inner.null_token
-
-    def _autocast(self):
-        import torch
-
-        # Autocast also covers tensors the head makes itself (e.g. its float32 timestep features).
-        return torch.autocast(self.null_token.device.type, dtype=self.dtype)
-
-    def context(self, *cond):
-        with self._autocast():
-            return self.inner.context(*_cast(cond, self.dtype))
-
-    def forward(self, x, t, *cond):
-        import torch
-
-        with self._autocast():
-            out = self.inner(x.to(self.dtype), t.to(self.dtype), *_cast(cond, self.dtype))
-        return _cast(out, torch.float32)
-
-
-def _cast(value, dtype):
-    """Floating tensors inside value (a tensor, a (named) tuple or list of them) cast to dtype; the rest as is."""
-    import torch
-
-    if torch.is_tensor(value):
-        return value.to(dtype) if value.is_floating_point() else value
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(_cast(v, dtype) for v in value))
-    if isinstance(value, (tuple, list)):
-        return type(value)(_cast(v, dtype) for v in value)
-    return value
 
 
 class PolicyNode(LifecycleNode):
@@ -194,7 +147,7 @@ class PolicyNode(LifecycleNode):
             "after an empty plan, how long an ExecuteInstruction goal waits for the executor's episode_result"))
         self.declare_parameter("autostart", True, doc(
             "configure and activate on start (no lifecycle manager needed); if that fails the process exits with status 1"))
-        self.policy = None
+        self.planner = None
         self._closing = False  # set by close(): callbacks still running then end silently
         self._big_input = False  # a multi-MB message came in: trim the heap once it is freed
         self._inferring = threading.Lock()  # held while a plan is made, so close() can wait for it
@@ -226,10 +179,10 @@ class PolicyNode(LifecycleNode):
             except (TypeError, ValueError) as exc:
                 raise ConfigureError(f"cloud limits: {exc}") from None
             path = p["checkpoint"] or self._default_checkpoint()
-            self.policy = self._load(path, p)
+            self.planner = self._load(path, p)
         except Exception as exc:  # noqa: BLE001 - any failure is a configure failure, reported with its reason
             reason = str(exc) if isinstance(exc, ConfigureError) else f"{type(exc).__name__}: {exc}"
-            self.policy = None
+            self.planner = None
             self.get_logger().error(f"configure failed: {reason}")
             self.status_pub.publish(conv.status_msg("configure", False, reason, self.get_clock().now().nanoseconds))
             self._configure_error = reason
@@ -270,50 +223,22 @@ class PolicyNode(LifecycleNode):
         return str(DEFAULT_POLICY)
 
     def _load(self, path: str, p: dict):
-        """The policy on its device in its dtype, warmed up; ConfigureError (or CheckpointError) naming the problem."""
+        """The planner on its device in its dtype, warmed up; ConfigureError (or CheckpointError) naming the problem."""
         import torch
 
-        from threedmoe_ros.policy import Policy
+        from threedmoe_ros.planner import Planner
 
-        if p["dtype"] not in DTYPES:
-            raise ConfigureError(f"dtype {p['dtype']!r} is not one of {', '.join(DTYPES)}")
-        try:
-            device = torch.device(p["device"])
-        except (RuntimeError, TypeError) as exc:
-            raise ConfigureError(f"device {p['device']!r} is not a torch device (cpu, cuda, cuda:1 ...): {exc}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigureError(f"device {p['device']!r}: this torch build sees no CUDA device; use device:=cpu")
-        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise ConfigureError(f"device {p['device']!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
         if p["torch_threads"] > 0:
             torch.set_num_threads(p["torch_threads"])
-        policy = Policy.from_pretrained(path, map_location=device)
-        dtype = getattr(torch, p["dtype"])
-        if dtype != torch.float32:
-            policy.head = HeadInDtype(policy.head, dtype)
-        elif p["optimize"]:
-            policy.optimize_for_inference()
+        # Both parameters cut the plan; the planner validates what is left, which is what is published.
+        horizon = min((n for n in (p["horizon"], p["steps_per_plan"]) if n > 0), default=None)
         try:
-            self._warm_up(policy)
-        except Exception as exc:  # noqa: BLE001 - e.g. a dtype the device has no kernels for
-            raise ConfigureError(f"the policy does not run with dtype {p['dtype']} on {device}: {type(exc).__name__}: {exc}; "
-                                 "use dtype:=float32") from None
-        return policy
-
-    @staticmethod
-    def _warm_up(policy) -> None:
-        """Plan twice on a synthetic scene, so the first real cloud does not pay for lazy
-        initialisation (TorchScript profiles its first calls; allocators warm up); also proves
-        the device and dtype work before the node says it is configured."""
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        xyz = np.c_[rng.uniform(0.3, 0.7, 512), rng.uniform(-0.4, 0.4, 512), rng.uniform(0, 0.04, 512)]
-        cloud = Cloud(xyz, np.full((512, 3), 128), np.repeat([0, 1], 256))
-        for _ in range(2):
-            poses = policy.plan(cloud, "put the red block in the green zone", seed=0).poses
-        if not np.isfinite(poses).all():
-            raise ValueError("the warm-up plan is not finite")
+            planner = Planner.from_pretrained(path, device=p["device"], dtype=p["dtype"], frozen=p["optimize"],
+                                              refine=p["refine"], horizon=horizon)
+            planner.warm_up()
+        except ValueError as exc:  # the planner names the device or dtype and what to use instead
+            raise ConfigureError(str(exc)) from None
+        return planner
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True
@@ -354,9 +279,9 @@ class PolicyNode(LifecycleNode):
             if getattr(self, name, None) is not None:
                 self.destroy_lifecycle_publisher(getattr(self, name))
                 setattr(self, name, None)
-        if self.policy is not None:
-            device = self.policy.device
-            self.policy = None
+        if self.planner is not None:
+            device = self.planner.device
+            self.planner = None
             if device.type == "cuda":
                 import torch
 
@@ -422,10 +347,10 @@ class PolicyNode(LifecycleNode):
             cloud = self._newest or self._last_cloud
         if cloud is None:
             raise InputError("no valid cloud has arrived on 'points' yet")
-        if self.policy is None or not self._active:
+        if self.planner is None or not self._active:
             raise InputError("the node is not active")
         try:
-            answer = self.policy.answer(cloud, question)
+            answer = self.planner.answer(cloud, question)
         except NotImplementedError as exc:
             raise InputError(str(exc)) from None
         self.answer_pub.publish(String(data=answer))
@@ -463,28 +388,21 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             cloud, self._newest = self._newest, None
             instruction = goal_instruction or self._instruction
-            if cloud is not None and (instruction is None or not self._active or self.policy is None):
+            if cloud is not None and (instruction is None or not self._active or self.planner is None):
                 self._newest = self._newest or cloud  # keep it for when an instruction arrives
                 return
         if cloud is None:
             return
         self._last_cloud = cloud
-        t0 = time.perf_counter()
         seed = self.params["seed"]
-        result = self.policy.plan(cloud, instruction, steps=self.params["sampling_steps"] or None,
-                                  seed=None if seed < 0 else seed, refine=self.params["refine"])
+        result = self.planner.plan(cloud, instruction, steps=self.params["sampling_steps"] or None,
+                                   seed=None if seed < 0 else seed)
         poses = result.poses
-        if self.params["horizon"] > 0:
-            poses = poses[: self.params["horizon"]]
-        if self.params["steps_per_plan"] > 0:
-            poses = poses[: self.params["steps_per_plan"]]
-        problem = validate_plan(poses)
-        if problem:
-            self._reject("pick_place_plan", f"the plan for the cloud stamped {cloud.stamp_ns} ns is not published: {problem}")
+        if result.problem:
+            self._reject("pick_place_plan", f"the plan for the cloud stamped {cloud.stamp_ns} ns is not published: {result.problem}")
             return
-        ms = (time.perf_counter() - t0) * 1e3
         # The plan carries the cloud's stamp, so an executor can tell which observation it answers.
-        plan = conv.plan_to_msg(poses, instruction, cloud.stamp_ns, ms, self.model_id, cloud.frame_id)
+        plan = conv.plan_to_msg(poses, instruction, cloud.stamp_ns, result.total_ms, self.model_id, cloud.frame_id)
         self.plan_pub.publish(plan)
         self.poses_pub.publish(conv.plan_to_pose_array(poses, cloud.stamp_ns, cloud.frame_id))
         self.markers_pub.publish(conv.plan_to_markers(poses, cloud.stamp_ns, cloud.frame_id, instruction))
@@ -497,7 +415,7 @@ def _make_policy_node() -> PolicyNode:
     node = PolicyNode()
     if node.get_parameter("autostart").value:
         node.trigger_configure()
-        if node.policy is None:
+        if node.planner is None:
             node.fatal = getattr(node, "_configure_error", "configure failed")
         else:
             node.trigger_activate()

@@ -1,0 +1,225 @@
+"""The planner: what serves a Policy to the nodes, the evaluation, data collection and the benchmarks.
+
+    planner = Planner.from_pretrained("runs/pose_dit/checkpoint", device="cpu", dtype="float32")
+    result = planner.plan(cloud, "put the red block in the green zone", seed=0)
+    result.poses        # (T', 2, 7) pick/place poses, world frame, quaternions x y z w
+    result.problem      # '' when the plan passes the plan validator, else why not
+
+As lerobot's DiffusionPolicy wraps DiffusionModel, a Planner wraps the Policy (the model that
+learns: encoder, head, codec, scheduler) and owns everything about serving it: input validation
+(threedmoe_ros.validation), the device and the head's dtype, the TorchScript-frozen head, the
+sampling generator and its seed, cutting a plan at its first invalid step, refinement onto the
+cloud's objects, the plan validator, timing, warm-up, and answering questions. ROS-free.
+
+The frozen and the half-precision heads are copies of the policy's weights when the planner is
+made: build a new planner after the weights change.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from threedmoe_ros.models.pose_dit import FrozenPoseDiT
+from threedmoe_ros.models.refine import refine_plan
+from threedmoe_ros.policy import Policy
+from threedmoe_ros.types import Cloud
+from threedmoe_ros.validation import InputError, validate_cloud, validate_plan, validate_text
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass
+class PlanResult:
+    """A sampled plan, whether it may be executed, and what it cost."""
+
+    poses: np.ndarray  # (T', 2, 7) float64: steps kept before the first invalid one (at most `horizon`)
+    valid_prob: np.ndarray  # (T,) p(step is real) for every slot of the model's horizon
+    steps: int  # sampling steps taken
+    encoder_ms: float  # condition encoder (cloud + instruction → tokens)
+    head_ms: float  # Pose-DiT sampling + decoding
+    total_ms: float  # everything plan() did, validation included
+    problem: str = ""  # validation.validate_plan's verdict on `poses`: '' = executable
+
+
+class HeadInDtype(nn.Module):
+    """Pose-DiT in float16/bfloat16 beside a float32 encoder, codec and sampler state.
+
+    The encoders build float32 tokens; this casts the condition on its way into the head and
+    the head's outputs back to float32, so the Euler integration and the pose decoding keep full
+    precision and only the network's arithmetic is halved. Quacks like a PoseDiT for the
+    schedulers (`config`, `context`, call). It holds a copy of the head, so the policy's own
+    stays float32 for training and for other planners.
+    """
+
+    def __init__(self, head: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.inner, self.dtype, self.config = copy.deepcopy(head).to(dtype), dtype, head.config
+
+    def _autocast(self):
+        # Autocast also covers tensors the head makes itself (e.g. its float32 timestep features).
+        return torch.autocast(self.inner.null_token.device.type, dtype=self.dtype)
+
+    def context(self, *cond):
+        with self._autocast():
+            return self.inner.context(*_cast(cond, self.dtype))
+
+    def forward(self, x, t, *cond):
+        with self._autocast():
+            out = self.inner(x.to(self.dtype), t.to(self.dtype), *_cast(cond, self.dtype))
+        return _cast(out, torch.float32)
+
+
+def _cast(value, dtype):
+    """Floating tensors inside value (a tensor, a (named) tuple or list of them) cast to dtype; the rest as is."""
+    if torch.is_tensor(value):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_cast(v, dtype) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cast(v, dtype) for v in value)
+    return value
+
+
+def parse_device(name: str) -> torch.device:
+    """The torch device called `name` (cpu, cuda, cuda:1 ...), or ValueError saying why it cannot be used."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {name!r} is not a torch device (cpu, cuda, cuda:1 ...): {exc}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: the planner runs on cpu or cuda[:N]")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this torch build sees no CUDA device; use cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return device
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """The head's torch dtype called `name` (one of DTYPES), or ValueError naming the choices."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype {name!r} is not one of {', '.join(DTYPES)}")
+    return getattr(torch, name)
+
+
+def warm_up_scene() -> Cloud:
+    """A synthetic table with two objects: a cloud every policy can plan on, for warm-up and probes."""
+    rng = np.random.default_rng(0)
+    xyz = np.c_[rng.uniform(0.3, 0.7, 512), rng.uniform(-0.4, 0.4, 512), rng.uniform(0, 0.04, 512)]
+    return Cloud(xyz, np.full((512, 3), 128), np.repeat([0, 1], 256))
+
+
+class Planner:
+    """A Policy served: validated input in, a cut, refined, validated and timed plan out.
+
+    device: cpu, cuda, cuda:N (the policy is moved there). dtype: the Pose-DiT head's arithmetic,
+    float32, bfloat16 or float16 (encoder, codec and sampler stay float32); a dtype the device
+    cannot run is refused here. frozen: plan with a TorchScript-frozen copy of the head (float32
+    only; the same plans to ~1e-6, each sampling step ~1.6x faster on a CPU). refine: snap plan
+    positions onto the objects of the cloud (models/refine.py). horizon: most steps a plan keeps
+    (None = the model's horizon).
+    """
+
+    def __init__(self, policy: Policy, device: str = "cpu", dtype: str = "float32", frozen: bool = True,
+                 refine: bool = False, horizon: int | None = None):
+        if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1):
+            raise ValueError(f"horizon must be a positive int or None, got {horizon!r}")
+        torch_dtype, self.dtype = parse_dtype(dtype), dtype
+        self.policy = policy.to(parse_device(device)).eval()
+        self.refine, self.horizon = refine, horizon
+        self._generator = torch.Generator().manual_seed(policy.config.seed)
+        # The head sampled with: the policy's own, a half-precision copy, or a frozen copy.
+        self._head: nn.Module | FrozenPoseDiT = policy.head
+        if torch_dtype != torch.float32:
+            self._head = HeadInDtype(policy.head, torch_dtype)
+        elif frozen:
+            self._head = FrozenPoseDiT(policy.head)
+        self.frozen = isinstance(self._head, FrozenPoseDiT)
+        if torch_dtype != torch.float32:
+            # Half precision needs kernels a device may lack: find out now, not at the first cloud.
+            self.warm_up(plans=1)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: str = "float32", **kwargs) -> "Planner":
+        """A planner for the checkpoint directory `path`; ValueError for a bad device or dtype (checked
+        before anything is loaded), CheckpointError naming what is wrong with the checkpoint."""
+        parse_device(device)
+        parse_dtype(dtype)
+        return cls(Policy.from_pretrained(path), device=device, dtype=dtype, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.policy.device
+
+    @torch.no_grad()
+    def plan(self, cloud: Cloud, instruction: str, steps: int | None = None, seed: int | None = None) -> PlanResult:
+        """Sample a pick-and-place plan for `cloud`. `steps`: sampling steps (None = the scheduler's).
+        `seed` makes the plan reproducible; without it the planner's own generator advances.
+        Raises validation.InputError (a ValueError) with the reason on input a caller should have caught."""
+        instruction = self._check(cloud, instruction)
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise InputError(f"steps must be a positive int or None, got {steps!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise InputError(f"seed must be an int >= 0 or None, got {seed!r}")
+        steps = steps or self.policy.scheduler.num_inference_steps
+        generator = torch.Generator().manual_seed(seed) if seed is not None else self._generator
+        t0 = time.perf_counter()
+        cond = self.policy.condition([cloud], [instruction])
+        self._sync()
+        t1 = time.perf_counter()
+        poses, valid_prob = self.policy.sample(cond, steps, generator, head=self._head)
+        poses, valid_prob = poses[0].double().cpu().numpy(), valid_prob[0].double().cpu().numpy()
+        t2 = time.perf_counter()
+        # Keep the steps before the first invalid one: a plan is a prefix, never a plan with holes.
+        invalid = np.flatnonzero(valid_prob <= 0.5)
+        n = int(invalid[0]) if len(invalid) else len(valid_prob)
+        poses = poses[: min(n, self.horizon or n)]
+        if self.refine:
+            poses = refine_plan(poses, cloud)
+        problem = validate_plan(poses)
+        t3 = time.perf_counter()
+        return PlanResult(poses, valid_prob, steps, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t0) * 1e3, problem)
+
+    def answer(self, cloud: Cloud, question: str) -> str:
+        """Answer a question about the scene with the policy's language model (the 3D-MoE LLM)."""
+        if self.policy.answerer is None:
+            raise NotImplementedError(
+                "this policy has no language model for answering questions: it was built with the "
+                f"{self.policy.config.encoder!r} condition encoder; attach a 3D-MoE answerer (policy.answerer = callable) "
+                "or load a 3D-MoE checkpoint"
+            )
+        return self.policy.answerer(cloud, self._check(cloud, question, "question"))
+
+    def warm_up(self, plans: int = 2) -> None:
+        """Plan on a synthetic scene, so the first real cloud does not pay for lazy initialisation
+        (TorchScript profiles its first calls; allocators warm up); also proves the device and dtype
+        work. ValueError naming the dtype and device when they do not."""
+        try:
+            for _ in range(plans):
+                poses = self.plan(warm_up_scene(), "put the red block in the green zone", seed=0).poses
+            if not np.isfinite(poses).all():
+                raise ValueError("the warm-up plan is not finite")
+        except Exception as exc:  # noqa: BLE001 - e.g. a dtype the device has no kernels for
+            raise ValueError(f"the policy does not run with dtype {self.dtype} on {self.device}: "
+                             f"{type(exc).__name__}: {exc}; use dtype float32") from None
+
+    def reset(self) -> None:
+        """Rewind the planner's generator (to the policy config's seed); it keeps no other state between plans."""
+        self._generator.manual_seed(self.policy.config.seed)
+
+    def _check(self, cloud: Cloud, text: str, what: str = "instruction") -> str:
+        """The one input validator (threedmoe_ros.validation), strict: callers pass clouds they made, so
+        a point to drop is their bug. Returns the stripped text; InputError with the reason."""
+        validate_cloud(cloud, drop=False)
+        return validate_text(text, self.policy.config.max_instruction_chars, what)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
