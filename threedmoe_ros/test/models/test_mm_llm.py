@@ -37,22 +37,47 @@ def scenes():
     return three, two
 
 
-def test_condition_is_the_final_token_state_and_ignores_batchmates(model, scenes):
+def test_condition_is_the_final_token_state_and_ignores_batchmates(scenes):
+    """The paper's condition (no object anchors): the last prompt token's state, (B, 1, D)."""
+    model = tiny_model(object_anchors=False)
     assert isinstance(model, ConditionEncoder) and model.cond_dim == 64
     with torch.no_grad():
-        tokens, mask = model(list(scenes), ["put the red block in the bowl", "stack"])
-        alone, _ = model([scenes[1]], ["stack"])
-    assert tokens.shape == (2, 1, 64) and mask.all()
+        tokens, mask, anchors, *_ = model(list(scenes), ["put the red block in the bowl", "stack"])
+        alone = model([scenes[1]], ["stack"]).tokens
+    assert tokens.shape == (2, 1, 64) and mask.all() and anchors is None
     # Left padding with explicit positions: the short sample batched equals it alone.
     assert torch.allclose(tokens[1], alone[0], atol=1e-5)
+
+
+def test_object_anchors_ride_along_with_the_final_token(model, scenes):
+    """With object anchors (the default, for the pointer head) slot 0 is still the final token and the
+    object tokens' states follow, each with its object's top-face centre and xy box."""
+    from threedmoe_ros.data.objects import objects_of
+
+    with torch.no_grad():
+        cond = model(list(scenes), ["put the red block in the bowl", "stack"])
+        paper = tiny_model(object_anchors=False)(list(scenes), ["put the red block in the bowl", "stack"])
+    assert cond.tokens.shape == (2, 1 + 3, 64)
+    assert torch.allclose(cond.tokens[:, 0], paper.tokens[:, 0], atol=1e-5)
+    assert cond.anchor_mask.tolist() == [[False, True, True, True], [False, True, True, False]]
+    assert cond.mask.tolist() == [[True] * 4, [True, True, True, False]]  # the second scene has 2 objects
+    top = objects_of(scenes[0]).top
+    assert np.allclose(cond.anchors[0, 1:].numpy(), top, atol=1e-5)
+    box = cond.boxes[0, 1:].numpy()
+    assert ((box[:, :2] <= top[:, :2]) & (top[:, :2] <= box[:, 2:])).all()
 
 
 def test_all_hidden_condition_masks_padding(scenes):
     m = tiny_model(condition="all_hidden")
     with torch.no_grad():
-        tokens, mask = m(list(scenes), ["a much longer instruction than the other one", "go"])
+        cond = m(list(scenes), ["a much longer instruction than the other one", "go"])
+    tokens, mask = cond.tokens, cond.mask
     assert tokens.shape[:2] == mask.shape and mask[0].all() and not mask[1].all()
     assert (tokens[~mask] == 0).all()
+    # The objects come first (anchors), the system turn is left out.
+    assert cond.anchor_mask[0, :3].all() and not cond.anchor_mask[0, 3:].any()
+    n_text = len(m.prompt_ids("a much longer instruction than the other one")[1])
+    assert tokens.shape[1] == 3 + n_text
 
 
 def test_objects_fill_the_placeholder_and_loss_sees_answers_only(model, scenes):
@@ -116,8 +141,8 @@ def test_smollm2_condition_and_answer(scenes):
     m = ThreeDMoELLM(MMLLMConfig(llm="smollm2-135m", point_encoder=PointEncoderConfig.tiny()),
                      llm=copy.deepcopy(llm), tokenizer=tok).eval()
     with torch.no_grad():
-        tokens, mask = m([scenes[0]], ["put the red block in the green bowl"])
-    assert tokens.shape == (1, 1, 576) and torch.isfinite(tokens).all()
+        tokens = m([scenes[0]], ["put the red block in the green bowl"]).tokens
+    assert tokens.shape == (1, 1 + 3, 576) and torch.isfinite(tokens).all()
     answer = m.answer(scenes[0], "Say hello.", max_new_tokens=6)
     assert isinstance(answer, str) and answer
 
@@ -129,13 +154,13 @@ def test_checkpoint_round_trip(tmp_path, scenes, merge):
         for n, p in m.named_parameters():
             if "lora_B" in n or "router" in n or "encoder.proj" in n:
                 p.add_(torch.randn_like(p) * 0.05)
-        before, _ = m([scenes[0]], ["put the red block in the bowl"])
+        before = m([scenes[0]], ["put the red block in the bowl"]).tokens
     m.save_pretrained(tmp_path / "ckpt", merge=merge)
     files = {p.name for p in (tmp_path / "ckpt").iterdir()}
     assert files >= {"mm_llm_config.json", "encoder.safetensors", "llm" if merge else "adapter"}
     loaded = ThreeDMoELLM.from_pretrained(tmp_path / "ckpt")
     with torch.no_grad():
-        after, _ = loaded([scenes[0]], ["put the red block in the bowl"])
+        after = loaded([scenes[0]], ["put the red block in the bowl"]).tokens
     assert torch.allclose(before, after, atol=1e-5)
     # Saving (merged or not) leaves the live model's experts sharing one frozen weight.
     _, moe = next(moe_layers(m.llm))

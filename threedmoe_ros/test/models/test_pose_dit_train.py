@@ -56,12 +56,12 @@ def test_short_run_logs_checkpoints_and_resumes(tmp_path, capsys):
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["step"]) for r in rows] == [2, 4, 6] and all(np.isfinite(float(r["loss"])) for r in rows)
     assert any((out / "tb").iterdir()) and (out / "curves.png").stat().st_size > 0
-    assert torch.load(out / "train_state.pt", weights_only=False)["step"] == 6
+    assert torch.load(out / "train_state" / "state.pt", weights_only=False)["step"] == 6
 
     assert main(["--out", str(out), "--max-steps", "8", "--resume", *TINY]) == 0
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]
-    assert torch.load(out / "train_state.pt", weights_only=False)["step"] == 8
+    assert torch.load(out / "train_state" / "state.pt", weights_only=False)["step"] == 8
     plan = Planner.from_pretrained(out / "checkpoint").plan(*SyntheticPickPlace(1)[0][:2], seed=0)
     assert plan.poses.shape[1:] == (2, 7)
 

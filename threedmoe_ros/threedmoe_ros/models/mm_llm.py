@@ -16,8 +16,10 @@ them), in the order the encoder grouped the objects. For ChatML that is, token b
 
 Training (`loss`) puts the LM loss on the answer tokens and the closing end-of-turn token only.
 The Pose-DiT condition (`forward`, the ConditionEncoder face) is the final layer's hidden state at the
-last prompt token, the one that would generate the first answer token: (B, 1, D) as in the paper;
-`condition="all_hidden"` returns every hidden state of the prompt instead, with its mask.
+last prompt token, the one that would generate the first answer token, as in the paper;
+`condition="all_hidden"` returns the states of the object tokens and the instruction instead. With
+`object_anchors` (the default) the object tokens' states come with their positions, which the
+pointer output of Pose-DiT points at.
 Batches are left-padded with explicit position ids, so a scene's output does not depend on what it
 is batched with.
 """
@@ -30,15 +32,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from threedmoe_ros.models.condition import ConditionEncoder
+from threedmoe_ros.models.condition import Condition, ConditionEncoder
 from threedmoe_ros.models.llm import CHATML_TEMPLATE, LORA_PRESETS, PRESETS, apply_lora, load_llm
 from threedmoe_ros.models.moe import (
     MOE_PRESETS, moe_aux_loss, moe_layers, router_stats, set_token_mask, unshare_experts, upcycle_to_moe,
 )
-from threedmoe_ros.models.point_encoder import ObjectEncoder, PointEncoderConfig, SceneObjects
+from threedmoe_ros.models.point_encoder import ObjectEncoder, PointEncoderConfig, SceneObjects, cloud_to_objects
 from threedmoe_ros.types import Cloud
 
 PLACEHOLDER = "<3d>"
@@ -59,7 +62,9 @@ class MMLLMConfig:
     moe: MoE preset ("e4-top2", "e2-top2") or None for the dense LM; moe_layers: "all" | "every_other" | indices.
     lora: LoRA preset name (defaults to the one matching `llm`), or "none".
     point_encoder: PointEncoderConfig fields; out_dim is set to the LLM's hidden size.
-    condition: "final_token" (paper) or "all_hidden".
+    condition: "final_token" (paper) or "all_hidden" (ThreeDMoELLM.forward says what each holds).
+    object_anchors: the object tokens' states ride along with their positions, the anchors of the
+        pointer head (Pose-DiT's output="pointer"); False with final_token is the paper's (B, 1, D).
     system_prompt: the chat system message.
     dtype: the LLM's weights, "float32" (CPU) or "bfloat16" (GPU); the 3D encoder stays float32
         and its tokens are cast into the LLM's dtype.
@@ -73,6 +78,7 @@ class MMLLMConfig:
     lora: str | None = None
     point_encoder: PointEncoderConfig = field(default_factory=PointEncoderConfig)
     condition: str = "final_token"
+    object_anchors: bool = True
     system_prompt: str = DEFAULT_SYSTEM
     dtype: str = "float32"
     seed: int = 0
@@ -179,13 +185,19 @@ class ThreeDMoELLM(ConditionEncoder):
         return base.get_decoder()
 
     # ----- ConditionEncoder ---------------------------------------------------------------------
-    def forward(self, clouds: list[Cloud], instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(clouds, instructions) → condition tokens for Pose-DiT and their mask.
+    def forward(self, clouds: list[Cloud], instructions: list[str]) -> Condition:
+        """(clouds, instructions) → the Pose-DiT condition: final-layer hidden states (after the final norm).
 
-        final_token: (B, 1, D), the last prompt token's final hidden state (after the final norm).
-        all_hidden: (B, L, D) every prompt position, mask True on real tokens.
+        final_token: the last prompt token's state, the one that would generate the first answer token
+            (the paper's), in slot 0; with object_anchors the K object tokens' states follow in slots 1..K.
+        all_hidden: the states of the 3D object tokens and of everything after them (the instruction,
+            the end of the user turn, the assistant prefix): (B, K + L_text, D). The system turn before
+            the objects is left out: under causal attention it is the same for every scene.
+        With object_anchors, each object token carries its top-face centre and xy box (Condition.anchors),
+        the anchors a pointer head aims at. Masks are True on real tokens; padding is zero.
         """
-        inputs = self.build_inputs(clouds, instructions)
+        scenes = [c if isinstance(c, SceneObjects) else cloud_to_objects(c, self.encoder.cfg) for c in clouds]
+        inputs = self.build_inputs(scenes, instructions)
         mask = inputs["attention_mask"]
         set_token_mask(self.llm, mask.bool())
         try:
@@ -194,12 +206,39 @@ class ThreeDMoELLM(ConditionEncoder):
         finally:
             set_token_mask(self.llm, None)
         hidden = hidden.float()  # the head runs in float32 whatever the LLM's dtype
+        B, L, D = hidden.shape
+        counts = [len(s) for s in scenes]
+        # Left padding: row i starts at L - length_i; its objects follow the text before the placeholder.
+        starts = [L - int(mask[i].sum()) + len(self.prompt_ids(t)[0]) for i, t in enumerate(instructions)]
+        objects = self.config.object_anchors or self.config.condition == "all_hidden"
+        K = max(counts) if objects else 0
         if self.config.condition == "final_token":
-            # Left padding: the last position is every sample's final prompt token.
-            return hidden[:, -1:], torch.ones(hidden.shape[0], 1, dtype=torch.bool, device=hidden.device)
-        return hidden * mask[..., None], mask.bool()
+            width = [K + 1] * B  # slot 0 the final token, then the objects
+            rows = [torch.cat([hidden[i, -1:], hidden[i, starts[i]: starts[i] + counts[i]][:K]]) for i in range(B)]
+            first_object = 1
+        else:
+            rows = [hidden[i, starts[i]:] for i in range(B)]
+            width = [len(r) for r in rows]
+            first_object = 0
+        tokens = hidden.new_zeros(B, max(width), D)
+        token_mask = torch.zeros(B, max(width), dtype=torch.bool, device=hidden.device)
+        anchors = hidden.new_zeros(B, max(width), 3)
+        boxes = hidden.new_zeros(B, max(width), 4)
+        anchor_mask = torch.zeros_like(token_mask)
+        for i, (row, scene) in enumerate(zip(rows, scenes)):
+            tokens[i, : len(row)] = row
+            token_mask[i, : len(row)] = True
+            if K and scene.top is not None:
+                span = slice(first_object, first_object + counts[i])
+                anchors[i, span] = torch.from_numpy(scene.top).to(hidden)
+                lo, hi = scene.centres - scene.sizes / 2, scene.centres + scene.sizes / 2
+                boxes[i, span] = torch.from_numpy(np.concatenate([lo[:, :2], hi[:, :2]], 1)).to(hidden)
+                anchor_mask[i, span] = True
+        if not self.config.object_anchors:
+            return Condition(tokens, token_mask)
+        return Condition(tokens, token_mask, anchors, boxes, anchor_mask)
 
-    def condition(self, clouds: list[Cloud], instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def condition(self, clouds: list[Cloud], instructions: list[str]) -> Condition:
         """The Pose-DiT condition; the same as calling the module."""
         return self(clouds, instructions)
 

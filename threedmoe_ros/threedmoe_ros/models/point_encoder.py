@@ -326,6 +326,9 @@ class SceneObjects:
     sizes: np.ndarray
     ids: list[int] = field(default_factory=list)
     method: str = ""
+    # (K, 3) centre of each object's top face and its height (data.objects.summarize): where a pick
+    # or a place on the object goes, the anchor a pointer head aims at.
+    top: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.xyz)
@@ -376,8 +379,9 @@ def cloud_to_objects(cloud: Cloud, cfg: PointEncoderConfig) -> SceneObjects:
         lo, hi = cloud.xyz[g].min(0), cloud.xyz[g].max(0)
         centres.append((lo + hi) / 2)
         sizes.append(hi - lo)
+    top = objects.summarize(cloud, objects.ObjectGroups([groups[i] for i in big], [ids[i] for i in big], method)).top
     return SceneObjects(np.stack(xyz), np.stack(rgb), np.stack(centres).astype(np.float32),
-                        np.stack(sizes).astype(np.float32), [ids[i] for i in big], method)
+                        np.stack(sizes).astype(np.float32), [ids[i] for i in big], method, top.astype(np.float32))
 
 
 class ObjectEncoder(nn.Module):
