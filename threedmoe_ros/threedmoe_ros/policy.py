@@ -7,7 +7,8 @@
 A Policy is condition encoder → Pose-DiT head → pose codec, sampled by a scheduler, in the style
 of lerobot's DiffusionModel: `forward(batch) -> (loss, info)` for training, `condition` and
 `sample` for inference, and `save_pretrained` / `from_pretrained` on a directory holding
-config.json + model.safetensors. The pose statistics are buffers of the codec, so they travel in
+config.json + model.safetensors (+ encoder/, the 3D-MoE LLM's own checkpoint: adapters, routers,
+point encoder and projection, with the base LLM rebuilt from its preset). The pose statistics are buffers of the codec, so they travel in
 model.safetensors with the weights. Everything about serving it (validation, devices, dtypes, the
 frozen head, seeds, cutting, refinement, timing) is the Planner's (planner.py).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +38,7 @@ from threedmoe_ros.validation import MAX_INSTRUCTION_CHARS
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+ENCODER_DIR = "encoder"  # an encoder's own checkpoint (the 3D-MoE LLM's save_pretrained)
 CONFIG_VERSION = 1
 
 # name → (config dataclass, encoder class taking that config). The 3D-MoE LLM adds itself here.
@@ -198,19 +201,33 @@ class Policy(nn.Module):
 
     # ----- checkpoints --------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write config.json and model.safetensors into directory `path` (created if needed)."""
-        from safetensors.torch import save_model
+        """Write config.json and model.safetensors (head, codec statistics, and a light encoder's weights)
+        into directory `path`; an encoder with a checkpoint format of its own (the 3D-MoE LLM: point
+        encoder, projection, routers and LoRA adapters, never the base LLM) writes it into encoder/."""
+        from safetensors.torch import save_file, save_model
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        # Write to a temporary name and rename, so a crash mid-save never leaves a torn checkpoint.
-        # save_model (not save_file) stores tensors shared inside the model once: the 3D-MoE
-        # encoder's experts share one frozen weight and its embeddings are tied.
+        # Write to temporary names and rename, so a crash mid-save never leaves a torn checkpoint.
+        if self.encoder_saves_itself:
+            tmp_encoder = path / (ENCODER_DIR + ".tmp")
+            shutil.rmtree(tmp_encoder, ignore_errors=True)
+            self.encoder.save_pretrained(tmp_encoder)
+            shutil.rmtree(path / ENCODER_DIR, ignore_errors=True)
+            tmp_encoder.replace(path / ENCODER_DIR)
         tmp = path / (WEIGHTS_NAME + ".tmp")
-        save_model(self, str(tmp), metadata={"format": "pt"})
+        if self.encoder_saves_itself:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if not k.startswith("encoder.")}
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        else:
+            save_model(self, str(tmp), metadata={"format": "pt"})  # tensors shared inside the model stored once
         tmp.replace(path / WEIGHTS_NAME)
         (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         return path
+
+    @property
+    def encoder_saves_itself(self) -> bool:
+        return hasattr(self.encoder, "save_pretrained") and hasattr(type(self.encoder), "from_pretrained")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "Policy":
@@ -259,19 +276,41 @@ class Policy(nn.Module):
             config = PolicyConfig.from_dict(raw)
             if isinstance(config.seed, bool) or not isinstance(config.seed, int):
                 raise TypeError(f"seed must be an int, got {config.seed!r}")
+            encoder_class = encoder_entry(config.encoder)[1]
+        except (OSError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RuntimeError) as e:
+            raise CheckpointError(
+                f"{config_file} is not a valid policy config ({type(e).__name__}: {e}); fix that field, "
+                "re-save the checkpoint or retrain"
+            ) from None
+        encoder = None
+        if (path / ENCODER_DIR).is_dir():  # an encoder with its own checkpoint (the 3D-MoE LLM)
+            try:
+                encoder = encoder_class.from_pretrained(path / ENCODER_DIR)
+            except (SafetensorError, OSError, TypeError, ValueError, KeyError, RuntimeError, AttributeError) as e:
+                raise CheckpointError(f"{path / ENCODER_DIR} is not a valid encoder checkpoint ({type(e).__name__}: {e}); "
+                                      "copy it again or retrain") from None
+        elif hasattr(encoder_class, "from_pretrained"):
+            raise CheckpointError(f"policy checkpoint {path} has no {ENCODER_DIR}/ for its {config.encoder!r} encoder; {hint}")
+        try:
             # Building the modules checks every size and type the dataclasses do not.
-            policy = cls(config)
+            policy = cls(config, encoder=encoder)
         except (OSError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RuntimeError) as e:
             raise CheckpointError(
                 f"{config_file} is not a valid policy config ({type(e).__name__}: {e}); fix that field, "
                 "re-save the checkpoint or retrain"
             ) from None
         try:
-            load_file(str(weights_file), device="cpu")  # reads every tensor: a torn file fails here
+            weights = load_file(str(weights_file), device="cpu")  # reads every tensor: a torn file fails here
         except (SafetensorError, OSError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{weights_file} is corrupt or not a safetensors file ({e}); copy it again or retrain") from None
         try:
-            load_model(policy, str(weights_file), strict=True)
+            if encoder is None:
+                load_model(policy, str(weights_file), strict=True)
+            else:  # the encoder's weights came from encoder/; model.safetensors holds the rest, all of it
+                result = policy.load_state_dict(weights, strict=False)
+                missing = [k for k in result.missing_keys if not k.startswith("encoder.")]
+                if missing or result.unexpected_keys:
+                    raise KeyError(f"missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
         except (RuntimeError, ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{weights_file} does not match {config_file}: {e}") from None
         policy.model_id = path.resolve().name

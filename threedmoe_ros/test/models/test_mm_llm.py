@@ -183,3 +183,41 @@ def test_drives_the_policy_through_the_planner(scenes):
     result = planner.plan(scenes[0], "put the red block on the blue block", seed=0)
     assert result.poses.ndim == 3 and result.poses.shape[1:] == (2, 7)
     assert isinstance(planner.answer(scenes[0], "how many blocks?"), str)
+
+
+def test_policy_checkpoint_holds_the_encoders_own_checkpoint_not_the_base_llm(tmp_path, scenes):
+    """One checkpoint format: a 3D-MoE policy directory is config.json + model.safetensors (head, codec)
+    + encoder/ (the LLM's adapters, routers, point encoder, projection); the base LLM is rebuilt."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from threedmoe_ros.models.pose_dit import PoseDiTConfig
+    from threedmoe_ros.planner import Planner
+    from threedmoe_ros.policy import CheckpointError, Policy, PolicyConfig
+
+    encoder = tiny_model()
+    with torch.no_grad():  # trained-looking adapters and routers, so a lost weight would show
+        for n, p in encoder.named_parameters():
+            if "lora_B" in n or "router" in n:
+                p.add_(torch.randn_like(p) * 0.05)
+    config = PolicyConfig(encoder="3dmoe", encoder_config=dataclasses.asdict(encoder.config),
+                          head=PoseDiTConfig(cond_dim=encoder.cond_dim, output="pointer", hidden_size=32, depth=1))
+    policy = Policy(config, encoder=encoder).eval()
+    policy.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt/encoder/adapter/adapter_model.safetensors").is_file()
+    assert not any(k.startswith("encoder.") for k in load_file(tmp_path / "ckpt/model.safetensors"))
+    loaded = Policy.from_pretrained(tmp_path / "ckpt")
+    instruction = "put the red block in the bowl"
+    a = Planner(policy, frozen=False).plan(scenes[0], instruction, seed=3)
+    b = Planner(loaded, frozen=False).plan(scenes[0], instruction, seed=3)
+    assert np.allclose(a.poses, b.poses, atol=1e-5) and np.allclose(a.valid_prob, b.valid_prob, atol=1e-5)
+
+    (tmp_path / "ckpt/encoder/adapter/adapter_model.safetensors").write_bytes(b"torn")
+    with pytest.raises(CheckpointError, match="encoder"):
+        Policy.from_pretrained(tmp_path / "ckpt")
+    import shutil
+
+    shutil.rmtree(tmp_path / "ckpt/encoder")
+    with pytest.raises(CheckpointError, match="no encoder/"):
+        Policy.from_pretrained(tmp_path / "ckpt")
