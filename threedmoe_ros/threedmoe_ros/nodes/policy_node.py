@@ -37,19 +37,27 @@ import threading
 import time
 
 
-def _limit_malloc_arenas(arenas: int = 2) -> None:
-    """At most `arenas` glibc malloc arenas (mallopt M_ARENA_MAX). Each executor or DDS thread that
-    handles a multi-MB message otherwise keeps its freed copy in an arena of its own, and a flood of
-    big (even refused) clouds or strings ratchets the node's memory up by tens of MB per flood.
-    glibc fixes the limit when a second thread first allocates, so this runs before rclpy and torch
-    are imported (they start threads)."""
+def _tune_malloc(arenas: int = 2, mmap_threshold: int = 1 << 20) -> None:
+    """Make glibc malloc give multi-MB message buffers back to the OS once they are freed.
+
+    At most `arenas` arenas (M_ARENA_MAX): each executor or DDS thread that handles a multi-MB
+    message otherwise keeps its freed copy in an arena of its own. A fixed mmap threshold
+    (M_MMAP_THRESHOLD): blocks of `mmap_threshold` bytes or more are mapped on their own and
+    unmapped when freed. Left dynamic, glibc raises the threshold to the size of the first big block
+    freed (a 24 MB cloud), so every later one is carved from an arena that stays resident: the
+    first flood of huge (even refused) clouds and strings grew the node by ~60 MB. The simulator's
+    clouds (~0.6 MB) stay below the threshold; mapping a camera's multi-MB cloud costs microseconds
+    beside a plan's milliseconds. glibc fixes the arena limit when a second thread first allocates,
+    so this runs before rclpy and torch are imported (they start threads)."""
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 = M_ARENA_MAX
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)  # -8 = M_ARENA_MAX
+        libc.mallopt(-3, mmap_threshold)  # -3 = M_MMAP_THRESHOLD
     except (OSError, AttributeError):  # not glibc: its allocator has its own policy
         pass
 
 
-_limit_malloc_arenas()
+_tune_malloc()
 
 
 def _trim_memory() -> None:
