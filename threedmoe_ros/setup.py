@@ -28,6 +28,7 @@ CLIS = {
     "threedmoe-train-stage2": "threedmoe_ros.train.stage2:main",
     "threedmoe-routing": "threedmoe_ros.eval.routing:main",
     "threedmoe-eval-closed-loop": "threedmoe_ros.eval.closed_loop:main",
+    "threedmoe-pipeline": "threedmoe_ros.train.pipeline:main",
 }
 
 setup(
