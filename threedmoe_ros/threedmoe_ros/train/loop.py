@@ -225,6 +225,9 @@ def fit(cfg: LoopConfig, model: nn.Module, dataset: Dataset, collate: Callable[[
         if ema is not None and state["ema"] is not None:
             ema = state["ema"]
         step = state["step"]
+        if main and state.get("processes", 1) != accelerator.num_processes:
+            print(f"{name}: warning: the run was checkpointed with {state.get('processes', 1)} processes and continues "
+                  f"with {accelerator.num_processes}: the batches and the noise will not be the ones it would have drawn")
         rng_file = state_dir / f"rng_{accelerator.process_index}.pt"
         if rng_file.is_file():
             _set_rng_state(torch.load(rng_file, weights_only=False))
