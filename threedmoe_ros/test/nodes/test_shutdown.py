@@ -17,7 +17,9 @@ pytestmark = pytest.mark.ros
 def test_ctrl_c_mid_episode_ends_every_node_without_errors(ros_env, tmp_path):
     bringup = Path(sys.executable).parent / "threedmoe-bringup"
     proc = subprocess.Popen(
-        [str(bringup), "sim_eval", "--domain-id", ros_env["ROS_DOMAIN_ID"], "-p", "sim_bridge.episodes=5",
+        # Episodes enough for minutes: the run must still be going when Ctrl-C comes, however fast
+        # the policy plans and however late the children's lines reach this process.
+        [str(bringup), "sim_eval", "--domain-id", ros_env["ROS_DOMAIN_ID"], "-p", "sim_bridge.episodes=60",
          "-p", f"evaluator.output_dir={tmp_path / 'eval'}"],
         env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
