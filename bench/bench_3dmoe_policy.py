@@ -6,8 +6,8 @@ rectified flow, then `--episodes` test episodes per task, seen colours, RF-4, k 
   <name>-final_token          the 3D-MoE LLM of checkpoint <name>, frozen, its condition cached once:
                               the last prompt token's state (the paper's) + the object tokens as anchors
   <name>-all_hidden           the same LLM, the states of the object tokens and the instruction
-where --encoders names Stage II checkpoints (name=dir; an untrained one shows what the pipeline's
-pre-training buys). One variant is also sampled with 1, 2 and 10 RF steps, and the joint regime
+where --encoders names Stage II checkpoints (name=dir; name=fresh builds the untrained LLM, which
+shows what Stage I and II buy). One variant is also sampled with 1, 2 and 10 RF steps, and the joint regime
 (LoRA + routers + projection trained with the head) is timed for a few steps: on this CPU it is the
 run that does not fit.
 
@@ -81,6 +81,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     encoders = dict(e.split("=", 1) for e in args.encoders)
+    for name, directory in encoders.items():
+        if directory == "fresh":  # the untrained 3D-MoE LLM (SmolLM2-135M, E=4 top-2, LoRA): what pre-training buys
+            from threedmoe_ros.models.mm_llm import MMLLMConfig, ThreeDMoELLM
+
+            encoders[name] = str(args.work / "fresh_encoder")
+            if not (args.work / "fresh_encoder").is_dir():
+                ThreeDMoELLM(MMLLMConfig(seed=0)).save_pretrained(encoders[name])
     variants = {"light": None} | {f"{n}-{c}": (d, c) for n, d in encoders.items() for c in args.conditions}
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     results.setdefault("settings", {}).update(data=str(args.data), tasks=args.tasks, steps=args.steps, batch_size=32,
