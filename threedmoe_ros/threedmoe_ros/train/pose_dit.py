@@ -153,16 +153,20 @@ def open_dataset(cfg: TrainConfig) -> Dataset:
 # ----- the 3D-MoE condition, computed once (the frozen regime) -----------------------------------
 
 class CachedConditions(Dataset):
-    """`dataset` with each sample's cloud replaced by the frozen encoder's condition for it, computed
-    once: (Condition of one sample, instruction, plan). Training the head then costs what it costs
-    with the light encoder; the LLM runs once per sample, not once per sample per epoch."""
+    """Samples that carry a frozen encoder's condition instead of the cloud: (Condition of one sample,
+    instruction, plan). Training the head then costs what it costs with the light encoder; the LLM
+    runs once per sample (`compute`), not once per sample per epoch."""
 
-    def __init__(self, dataset: Dataset, encoder, batch_size: int = 8, progress: bool = True):
+    def __init__(self, items: list[tuple]):
+        self.items = items
+
+    @classmethod
+    def compute(cls, dataset: Dataset, encoder, batch_size: int = 8, progress: bool = True) -> "CachedConditions":
         from tqdm import tqdm
 
         from threedmoe_ros.models.condition import Condition
 
-        self.items: list[tuple] = []
+        items: list[tuple] = []
         encoder.eval()
         with torch.no_grad(), tqdm(total=len(dataset), desc="condition cache", unit="sample",
                                    disable=not progress, dynamic_ncols=True) as bar:
@@ -173,8 +177,9 @@ class CachedConditions(Dataset):
                     keep = int(cond.mask[b].nonzero().max()) + 1  # trailing padding is not stored
                     one = Condition(*(None if x is None else x[b, :keep].cpu() for x in cond))
                     # float16 halves the cache; the head computes in float32 (collate casts back)
-                    self.items.append((one._replace(tokens=one.tokens.half()), instruction, plan))
+                    items.append((one._replace(tokens=one.tokens.half()), instruction, plan))
                 bar.update(len(samples))
+        return cls(items)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -217,14 +222,12 @@ def cached_conditions(cfg: TrainConfig, policy: Policy, dataset: Dataset, progre
     if state.is_main_process:
         cached = torch.load(path, weights_only=False) if path.is_file() else None
         if cached is None or cached["stamp"] != stamp:
-            data = CachedConditions(dataset, policy.encoder, progress=progress)
+            items = CachedConditions.compute(dataset, policy.encoder, progress=progress).items
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"stamp": stamp, "items": data.items}, path.with_suffix(".tmp"))
+            torch.save({"stamp": stamp, "items": items}, path.with_suffix(".tmp"))
             path.with_suffix(".tmp").replace(path)
     state.wait_for_everyone()
-    data = CachedConditions.__new__(CachedConditions)
-    data.items = torch.load(path, weights_only=False)["items"]
-    return data
+    return CachedConditions(torch.load(path, weights_only=False)["items"])
 
 
 # ----- training -----------------------------------------------------------------------------------
