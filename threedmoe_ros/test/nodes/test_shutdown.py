@@ -21,7 +21,10 @@ def test_ctrl_c_mid_episode_ends_every_node_without_errors(ros_env, tmp_path):
         # the policy plans and however late the children's lines reach this process.
         [str(bringup), "sim_eval", "--domain-id", ros_env["ROS_DOMAIN_ID"], "-p", "sim_bridge.episodes=60",
          "-p", f"evaluator.output_dir={tmp_path / 'eval'}"],
-        env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # A test run started in the background (nohup … &) inherits SIGINT ignored, and Python then
+        # never turns Ctrl-C into KeyboardInterrupt: give bringup the disposition a terminal gives it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
