@@ -69,6 +69,11 @@ def register_encoder(name: str, config_class: type, encoder_class: Callable[[Any
     ENCODERS[name] = (config_class, encoder_class)
 
 
+def saves_itself(encoder_class: type) -> bool:
+    """True for an encoder with a checkpoint format of its own (the 3D-MoE LLM): a policy keeps it in encoder/."""
+    return hasattr(encoder_class, "save_pretrained") and hasattr(encoder_class, "from_pretrained")
+
+
 class CheckpointError(RuntimeError):
     """A policy checkpoint directory is missing, incomplete or corrupt; the message says which file and what to do."""
 
@@ -227,7 +232,7 @@ class Policy(nn.Module):
 
     @property
     def encoder_saves_itself(self) -> bool:
-        return hasattr(self.encoder, "save_pretrained") and hasattr(type(self.encoder), "from_pretrained")
+        return saves_itself(type(self.encoder))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "Policy":
@@ -289,7 +294,7 @@ class Policy(nn.Module):
             except (SafetensorError, OSError, TypeError, ValueError, KeyError, RuntimeError, AttributeError) as e:
                 raise CheckpointError(f"{path / ENCODER_DIR} is not a valid encoder checkpoint ({type(e).__name__}: {e}); "
                                       "copy it again or retrain") from None
-        elif hasattr(encoder_class, "from_pretrained"):
+        elif saves_itself(encoder_class):
             raise CheckpointError(f"policy checkpoint {path} has no {ENCODER_DIR}/ for its {config.encoder!r} encoder; {hint}")
         try:
             # Building the modules checks every size and type the dataclasses do not.

@@ -267,7 +267,9 @@ def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resum
         collate = functools.partial(collate_cached, horizon=policy.config.head.horizon)
     result = fit(cfg, policy, dataset, collate, lambda model, path: model.save_pretrained(path), resume=resume,
                  progress=progress, stop_after=stop_after, name="pose-dit")
-    if (out / "metrics.csv").is_file():
+    from accelerate import PartialState
+
+    if PartialState().is_main_process and (out / "metrics.csv").is_file():  # one process draws the curves
         plot_curves(out)
     return result.model
 
