@@ -83,3 +83,29 @@ def test_bad_arguments_exit_with_a_message_not_a_traceback(tmp_path, capsys, arg
     assert exc.value.code != 0
     message = capsys.readouterr().err + str(exc.value.code)
     assert words in message and "Traceback" not in message
+
+
+def test_init_from_a_checkpoint_widened_by_top_color_plans_as_the_source_did(tmp_path):
+    """Fine-tuning starts where the source policy is: with --top-color the encoder gains three input
+    features whose weights start at zero, so before any step the widened policy plans the same poses."""
+    from threedmoe_ros.train.pose_dit import TrainConfig, build_policy, load_widened
+
+    source_dir = tmp_path / "source"
+    assert main(["--out", str(source_dir), "--max-steps", "3", *TINY]) == 0
+    source = Policy.from_pretrained(source_dir / "checkpoint")
+    cfg = TrainConfig(out=str(tmp_path / "ft"), synthetic=8, init_from=str(source_dir / "checkpoint"), top_color=True)
+    widened = build_policy(cfg, source.config)
+    assert widened.encoder.config.top_color and widened.encoder.config.n_object_features == 15
+    load_widened(widened, source.state_dict())
+    cloud, instruction, _ = SyntheticPickPlace(1, seed=4)[0]
+    a = Planner(source).plan(cloud, instruction, seed=0).poses
+    b = Planner(widened).plan(cloud, instruction, seed=0).poses
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        load_widened(source, widened.state_dict())  # narrowing would drop what was learned: refused
+
+    out = tmp_path / "ft_run"
+    assert main(["--out", str(out), "--max-steps", "2", "--init-from", str(source_dir / "checkpoint"), "--top-color",
+                 *TINY]) == 0
+    tuned = Policy.from_pretrained(out / "checkpoint")
+    assert tuned.config.encoder_config["top_color"] and tuned.config.head.hidden_size == 32

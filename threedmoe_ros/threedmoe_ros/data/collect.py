@@ -15,7 +15,9 @@ Stamps are simulated time. The oracle runs closed loop: it executes one step, ob
 Seeds: episode i of a split uses seed SPLIT_SEEDS[split] + i (train 0.., val 1 000 000.., test
 2 000 000..), so splits never share a scene as long as a split has fewer than 1 000 000 episodes.
 Colours come from the training split unless --unseen-colors (CLIPort's held-out colours, for
-the unseen-colour test set: `--split test --unseen-colors --out DIR_UNSEEN`).
+the unseen-colour test set: `--split test --unseen-colors --out DIR_UNSEEN`). `--appearance train
+--phrasing train` randomizes the scene's look and the instruction's words within the training
+ranges (sim/appearance.py, sim/phrasing.py); the shifted and heldout splits are for evaluation.
 Existing complete bags are kept, so an interrupted collection resumes where it stopped.
 
 Recovery data (DAgger): `--policy CKPT` lets a trained policy act — its first planned step runs
@@ -59,6 +61,8 @@ class Job:
     height: int
     policy: str | None = None
     canonical: bool = True
+    appearance: str = "plain"
+    phrasing: str = "plain"
 
 
 _ENVS: dict = {}
@@ -70,11 +74,13 @@ def _env(job: Job):
     from threedmoe_ros.sim.cameras import default_cameras
     from threedmoe_ros.sim.env import EnvConfig, TabletopEnv
 
-    key = (job.task, job.unseen_colors, job.width, job.height, job.policy is not None, job.canonical)
+    key = (job.task, job.unseen_colors, job.width, job.height, job.policy is not None, job.canonical, job.appearance,
+           job.phrasing)
     if key not in _ENVS:
         _ENVS[key] = TabletopEnv(EnvConfig(task=job.task, unseen_colors=job.unseen_colors,
                                            cameras=default_cameras(job.width, job.height),
-                                           end_on_primitive_failure=job.policy is None, canonical_order=job.canonical))
+                                           end_on_primitive_failure=job.policy is None, canonical_order=job.canonical,
+                                           appearance=job.appearance, phrasing=job.phrasing))
     return _ENVS[key]
 
 
@@ -146,6 +152,19 @@ def _run(job: Job) -> tuple[Job, str, bool]:
         return job, f"{type(exc).__name__}: {exc}", False
 
 
+def add_split_arguments(parser: argparse.ArgumentParser, appearance: str, phrasing: str) -> None:
+    """--appearance and --phrasing, shared by collection and evaluation (sim/appearance.py, sim/phrasing.py)."""
+    from threedmoe_ros.sim.appearance import APPEARANCE
+    from threedmoe_ros.sim.phrasing import PHRASINGS
+
+    parser.add_argument("--appearance", choices=list(APPEARANCE), default=appearance,
+                        help="appearance randomization: plain (the original assets), train (the training ranges) or "
+                             f"shifted (ranges outside them, evaluation only); default {appearance}")
+    parser.add_argument("--phrasing", choices=list(PHRASINGS), default=phrasing,
+                        help="instruction phrasing: plain (the task templates), train (the grammar's training part) or "
+                             f"heldout (words and templates training never draws); default {phrasing}")
+
+
 def parse_args(argv: list[str] | None):
     from threedmoe_ros.sim.tasks import FAMILIES, resolve_tasks
 
@@ -164,6 +183,7 @@ def parse_args(argv: list[str] | None):
                         help="recovery data: this policy acts, the oracle labels every state it reaches")
     parser.add_argument("--arbitrary-order", action="store_true",
                         help="oracle takes interchangeable objects in creation order (the ablation of canonical order)")
+    add_split_arguments(parser, appearance="plain", phrasing="plain")
     args = parser.parse_args(argv)
 
     try:
@@ -193,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     jobs = [Job(task, args.split, seed_for(args.split, i), args.out, args.unseen_colors, args.width, args.height,
-                args.policy, not args.arbitrary_order)
+                args.policy, not args.arbitrary_order, args.appearance, args.phrasing)
             for task in args.tasks for i in range(args.first, args.first + args.episodes)]
     errors, successes = [], 0
     bar = tqdm(total=len(jobs), unit="episode", desc=f"collect {args.split}")

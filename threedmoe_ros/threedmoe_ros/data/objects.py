@@ -134,6 +134,7 @@ class ObjectSummary:
     count: np.ndarray  # (M,) points
     orientation: np.ndarray  # (M, 2) (cos 4ψ, sin 4ψ)-like moment of the xy spread: a square's yaw mod 90°
     ids: list[int] = field(default_factory=list)
+    top_rgb: np.ndarray | None = None  # (M, 3) mean colour of the top-face points in [0, 1]: the face lit most evenly
 
     def __len__(self) -> int:
         return len(self.count)
@@ -141,7 +142,8 @@ class ObjectSummary:
     def take(self, index: np.ndarray) -> "ObjectSummary":
         """The objects at `index`, in that order."""
         arrays = (getattr(self, f) for f in ("centroid", "top", "lo", "hi", "rgb", "count", "orientation"))
-        return ObjectSummary(*(a[index] for a in arrays), [self.ids[i] for i in index] if self.ids else [])
+        return ObjectSummary(*(a[index] for a in arrays), [self.ids[i] for i in index] if self.ids else [],
+                             None if self.top_rgb is None else self.top_rgb[index])
 
 
 def summarize(cloud: Cloud, groups: ObjectGroups) -> ObjectSummary:
@@ -149,7 +151,7 @@ def summarize(cloud: Cloud, groups: ObjectGroups) -> ObjectSummary:
     M = len(groups)
     if M == 0:
         z3 = np.zeros((0, 3))
-        return ObjectSummary(z3, z3, z3, z3, z3, np.zeros(0), np.zeros((0, 2)), [])
+        return ObjectSummary(z3, z3, z3, z3, z3, np.zeros(0), np.zeros((0, 2)), [], z3)
     xyz = cloud.xyz.astype(np.float64)
     rgb = cloud.rgb.astype(np.float64) / 255.0 if cloud.rgb is not None else np.full_like(xyz, 0.5)
     index = np.concatenate(groups.indices)
@@ -165,11 +167,26 @@ def summarize(cloud: Cloud, groups: ObjectGroups) -> ObjectSummary:
     top_count = np.bincount(owner[near_top], minlength=M).astype(np.float64)
     top_xy = np.stack([np.bincount(owner[near_top], pts[near_top, i], M) for i in range(2)], 1) / top_count[:, None]
     top = np.concatenate([top_xy, hi[:, 2:3]], axis=1)
+    top_rgb = np.stack([np.bincount(owner[near_top], col[near_top, i], M) for i in range(3)], 1) / top_count[:, None]
     z = (pts[:, 0] - centroid[owner, 0]) + 1j * (pts[:, 1] - centroid[owner, 1])
     z4 = z**4
     r4 = np.bincount(owner, np.abs(z4), M) + 1e-12
     orientation = np.stack([np.bincount(owner, z4.real, M), np.bincount(owner, z4.imag, M)], 1) / r4[:, None]
-    return ObjectSummary(centroid, top, lo, hi, colour, count, orientation, list(groups.ids))
+    return ObjectSummary(centroid, top, lo, hi, colour, count, orientation, list(groups.ids), top_rgb)
+
+
+def cielab(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) sRGB in [0, 1] → CIELAB (D65) scaled to about [-1, 1]: (L/50 − 1, a/100, b/100).
+
+    Lab separates lightness from hue, and its distances follow what a person calls a different
+    colour, so a shade under dimmer light stays near its name and red stays apart from brown."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192], [0.1805, 0.0722, 0.9505]])
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    L, a, b = 116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])
+    return np.stack([L / 50 - 1, a / 100, b / 100], axis=-1)
 
 
 def objects_of(cloud: Cloud, method: str = "auto", config: SegmentConfig | None = None) -> ObjectSummary:

@@ -3,8 +3,12 @@
     threedmoe-eval-closed-loop --checkpoint runs/pose_dit/checkpoint \\
         --tasks zone bowl stacking --episodes 100 --colors seen unseen --out runs/eval_closed_loop
     ... --sampling-steps 1 2 4 10        # success rate per rectified-flow step count (one table each)
+    ... --appearance shifted --phrasing heldout   # scenes and words outside the training ranges
 
-Episodes use the test split's seeds (2 000 000 + i, never used for training). Writes, per sampling
+Episodes use the test split's seeds (2 000 000 + i, never used for training). `--appearance` draws
+each scene's look from the plain assets, the training ranges or the shifted ranges (sim/appearance.py);
+`--phrasing` its instruction from the task templates, the grammar's training part or its held-out
+part (sim/phrasing.py); `--colors` picks CLIPort's seen or unseen colours. Writes, per sampling
 step count, success.{json,md,png} (eval/report.py) under OUT/steps_<n>/, and OUT/summary.json.
 """
 
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from threedmoe_ros.data.collect import seed_for
+from threedmoe_ros.data.collect import add_split_arguments, seed_for
 from threedmoe_ros.eval.report import markdown, write_report
 from threedmoe_ros.types import Cloud, EpisodeOutcome
 from threedmoe_ros.validation import InputError
@@ -47,8 +51,8 @@ def run_episode(env, planner, seed: int, k: int, sampling_steps: int, plan_seed:
 
 
 def evaluate(planner, tasks: list[str], episodes: int, colors: list[str], k: int, sampling_steps: int,
-             resolution: tuple[int, int] = (320, 240), progress: bool = True,
-             labels: bool = True) -> tuple[list[EpisodeOutcome], list[float]]:
+             resolution: tuple[int, int] = (320, 240), progress: bool = True, labels: bool = True,
+             appearance: str = "plain", phrasing: str = "plain") -> tuple[list[EpisodeOutcome], list[float]]:
     from tqdm import tqdm
 
     from threedmoe_ros.sim.cameras import default_cameras
@@ -59,7 +63,8 @@ def evaluate(planner, tasks: list[str], episodes: int, colors: list[str], k: int
                disable=not progress)
     for task in tasks:
         for color in colors:
-            config = EnvConfig(task=task, unseen_colors=color == "unseen", cameras=default_cameras(*resolution))
+            config = EnvConfig(task=task, unseen_colors=color == "unseen", cameras=default_cameras(*resolution),
+                               appearance=appearance, phrasing=phrasing)
             with TabletopEnv(config) as env:
                 for i in range(episodes):
                     outcome, t = run_episode(env, planner, seed_for("test", i), k, sampling_steps, plan_seed=i, labels=labels)
@@ -110,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refine", action="store_true", help="snap plan positions onto observed objects (models/refine.py)")
     parser.add_argument("--no-labels", action="store_true",
                         help="strip instance labels from the clouds: objects come from segmentation, as on a real sensor")
+    add_split_arguments(parser, appearance="plain", phrasing="plain")
     parser.add_argument("--out", type=Path, default=Path("runs/eval_closed_loop"))
     args = parser.parse_args(argv)
 
@@ -138,13 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     summary = {"checkpoint": checkpoint, "tasks": tasks, "episodes": args.episodes, "colors": args.colors,
-               "k": args.k, "refine": args.refine, "labels": not args.no_labels, "runs": {}}
+               "k": args.k, "refine": args.refine, "labels": not args.no_labels, "appearance": args.appearance,
+               "phrasing": args.phrasing, "runs": {}}
     for steps in args.sampling_steps:
         t0 = time.perf_counter()
         outcomes, times = evaluate(planner, summary["tasks"], args.episodes, args.colors, args.k, steps, resolution,
-                                   labels=not args.no_labels)
+                                   labels=not args.no_labels, appearance=args.appearance, phrasing=args.phrasing)
         title = (f"Closed-loop success, {planner.policy.config.scheduler.replace('_', ' ')} {steps} step{'s' if steps > 1 else ''}"
-                 f"{', refined' if args.refine else ''}{', segmented (no labels)' if args.no_labels else ''}")
+                 f"{', refined' if args.refine else ''}{', segmented (no labels)' if args.no_labels else ''}"
+                 f"{'' if args.appearance == 'plain' else f', {args.appearance} appearance'}"
+                 f"{'' if args.phrasing == 'plain' else f', {args.phrasing} phrasing'}")
         # Every episode's outcome first: nothing a report step does can lose a finished evaluation.
         (args.out / f"steps_{steps}").mkdir(parents=True, exist_ok=True)
         (args.out / f"steps_{steps}" / "outcomes.json").write_text(

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from threedmoe_ros.data.objects import ObjectSummary, objects_of
+from threedmoe_ros.data.objects import ObjectSummary, cielab, objects_of
 from threedmoe_ros.models.condition import Condition, ConditionEncoder
 from threedmoe_ros.types import Cloud
 from threedmoe_ros.workspace import WORKSPACE_CENTER, WORKSPACE_HALF
 
 _WORD = re.compile(r"[a-z0-9]+")
-N_OBJECT_FEATURES = 12  # centroid 3, extent 3, mean rgb 3, log count 1, 4-fold orientation 2
+N_OBJECT_FEATURES = 12  # centroid 3, extent 3, mean rgb 3, log count 1, 4-fold orientation 2 (+3 with top_color)
 
 
 @dataclass
@@ -44,6 +44,9 @@ class LightEncoderConfig:
     # How a cloud becomes objects (data/objects.py): "auto" uses instance labels when the cloud
     # has them and segments it otherwise; "segment" ignores labels (what a real sensor gives).
     grouping: str = "auto"
+    # Add the top face's colour in CIELAB to each object's features: the mean over all faces mixes lit
+    # and shaded sides, which moves with the light, and rgb distances do not follow colour names.
+    top_color: bool = False
     # Where positions are centred and scaled before the MLP (the workspace centre and half-size).
     center: tuple[float, float, float] = WORKSPACE_CENTER
     scale: tuple[float, float, float] = WORKSPACE_HALF
@@ -62,6 +65,10 @@ class LightEncoderConfig:
         if len(self.center) != 3 or len(self.scale) != 3 or min(self.scale) <= 0:
             raise ValueError(f"LightEncoderConfig: center/scale need 3 values, scale > 0; got {self.center}, {self.scale}")
 
+    @property
+    def n_object_features(self) -> int:
+        return N_OBJECT_FEATURES + 3 * self.top_color
+
 
 def tokenize(instruction: str, vocab_size: int, max_words: int) -> list[int]:
     """Words → hash buckets 1..vocab_size−1 (0 is reserved for padding)."""
@@ -70,16 +77,19 @@ def tokenize(instruction: str, vocab_size: int, max_words: int) -> list[int]:
 
 
 def object_features(cloud: Cloud, cfg: LightEncoderConfig) -> tuple[np.ndarray, ObjectSummary]:
-    """(N, 3) cloud → (M, 12) object features and the objects they describe, M <= max_objects (M may be 0)."""
+    """(N, 3) cloud → (M, F) object features and the objects they describe, M <= max_objects (M may be 0),
+    F = cfg.n_object_features."""
     objs = objects_of(cloud, cfg.grouping)
     if len(objs) > cfg.max_objects:  # the largest by point count, in their original order
         objs = objs.take(np.sort(np.argsort(-objs.count, kind="stable")[: cfg.max_objects]))
     if len(objs) == 0:
-        return np.zeros((0, N_OBJECT_FEATURES), np.float32), objs
+        return np.zeros((0, cfg.n_object_features), np.float32), objs
     center, scale = np.asarray(cfg.center), np.asarray(cfg.scale)
-    feats = np.concatenate(
-        [(objs.centroid - center) / scale, (objs.hi - objs.lo) / scale, objs.rgb * 2 - 1,
-         np.log(objs.count)[:, None] / 10, objs.orientation], axis=1)
+    parts = [(objs.centroid - center) / scale, (objs.hi - objs.lo) / scale, objs.rgb * 2 - 1,
+             np.log(objs.count)[:, None] / 10, objs.orientation]
+    if cfg.top_color:
+        parts.append(cielab(objs.top_rgb))
+    feats = np.concatenate(parts, axis=1)
     return feats.astype(np.float32), objs
 
 
@@ -91,7 +101,7 @@ class LightConditionEncoder(ConditionEncoder):
         super().__init__()
         self.config = cfg = config or LightEncoderConfig()
         self.cond_dim = cfg.dim
-        self.object_mlp = nn.Sequential(nn.Linear(N_OBJECT_FEATURES, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
+        self.object_mlp = nn.Sequential(nn.Linear(cfg.n_object_features, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
         self.word_embed = nn.Embedding(cfg.vocab_size, cfg.dim, padding_idx=0)
         self.word_pos = nn.Parameter(torch.randn(cfg.max_words, cfg.dim) * 0.02)
         self.type_embed = nn.Parameter(torch.randn(2, cfg.dim) * 0.02)  # object vs word
@@ -109,7 +119,7 @@ class LightConditionEncoder(ConditionEncoder):
         B = len(clouds)
         M = max(1, max(len(f) for f in feats))
         W = max(1, max(len(w) for w in words))
-        obj = torch.zeros(B, M, N_OBJECT_FEATURES)
+        obj = torch.zeros(B, M, cfg.n_object_features)
         obj_mask = torch.zeros(B, M, dtype=torch.bool)
         anchors = torch.zeros(B, M + W, 3)
         boxes = torch.zeros(B, M + W, 4)

@@ -61,14 +61,18 @@ class Object:
     kind: str  # "block" | "bowl" | "zone"
     color: str
     size: str = ""  # blocks: small/medium/big
-    extent: float = 0.0  # blocks: edge length; bowls: outer radius; zones: side
+    extent: float = 0.0  # blocks: edge length (mean of the two horizontal sides); bowls: outer radius; zones: side
     label: int = 0
+    height: float = 0.0  # top above the base: a block's vertical side, a bowl's rim, a zone's thickness
+    wall: float = 0.0  # bowls: wall thickness
+    distractor: bool = False  # placed by appearance randomization; no instruction is about it
 
-    @property
-    def height(self) -> float:
-        if self.kind == "block":
-            return self.extent
-        return BOWL_HEIGHT if self.kind == "bowl" else ZONE_THICKNESS
+    def __post_init__(self) -> None:
+        # Unset: the original assets' shape of the kind.
+        if self.height == 0.0:
+            self.height = {"block": self.extent, "bowl": BOWL_HEIGHT}.get(self.kind, ZONE_THICKNESS)
+        if self.wall == 0.0 and self.kind == "bowl":
+            self.wall = BOWL_WALL
 
     @property
     def radius(self) -> float:
@@ -77,51 +81,58 @@ class Object:
             return self.extent * math.sqrt(0.5)
         return self.extent if self.kind == "bowl" else self.extent * math.sqrt(0.5)
 
+    @property
+    def inner_radius(self) -> float:
+        """A bowl's radius inside its wall."""
+        return self.extent - self.wall
+
     def describe(self) -> str:
         return f"{self.size + ' ' if self.size else ''}{self.color} {self.kind}"
 
 
-def _rgba(color: str) -> list[float]:
-    return [*COLORS[color], 1.0]
+def _rgba(color: str, rgb=None) -> list[float]:
+    return [*(COLORS[color] if rgb is None else rgb), 1.0]
 
 
-def make_table(client: int) -> int:
+def make_table(client: int, rgb=TABLE_COLOR) -> int:
     """A 1.5 × 1.6 m slab whose top is z = 0, centred under the workspace."""
     half = [0.75, 0.8, 0.025]
     col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=client)
-    vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=[*TABLE_COLOR, 1], physicsClientId=client)
+    vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=[*rgb, 1], physicsClientId=client)
     body = p.createMultiBody(0, col, vis, [0.5, 0.0, -half[2]], physicsClientId=client)
     p.changeDynamics(body, -1, lateralFriction=0.8, physicsClientId=client)
     return body
 
 
-def make_block(client: int, color: str, size: str, position, yaw: float) -> Object:
-    edge = BLOCK_SIZES[size]
-    half = [edge / 2] * 3
+def make_block(client: int, color: str, size: str, position, yaw: float, dims=None, rgb=None) -> Object:
+    """A cube of the size's edge, or a box of `dims` (x, y, z) m when appearance randomization gives one."""
+    dims = (BLOCK_SIZES[size],) * 3 if dims is None else tuple(dims)
+    half = [d / 2 for d in dims]
     col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=client)
-    vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=_rgba(color), physicsClientId=client)
+    vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=_rgba(color, rgb), physicsClientId=client)
     body = p.createMultiBody(
         BLOCK_MASS, col, vis, position, p.getQuaternionFromEuler([0, 0, yaw]), physicsClientId=client
     )
     # Friction high enough that stacks stand; a little rolling friction stops slow creep.
     p.changeDynamics(body, -1, lateralFriction=0.8, spinningFriction=0.001, physicsClientId=client)
-    return Object(body, "block", color, size, edge)
+    return Object(body, "block", color, size, (dims[0] + dims[1]) / 2, height=dims[2])
 
 
-def make_bowl(client: int, color: str, position) -> Object:
+def make_bowl(client: int, color: str, position, radius: float = BOWL_RADIUS, height: float = BOWL_HEIGHT,
+              wall: float = BOWL_WALL, rgb=None) -> Object:
     """A fixed bowl: a floor disc and a ring of wall segments (pybullet has no concave primitive)."""
     segments = 16
-    wall_len = 2 * BOWL_RADIUS * math.tan(math.pi / segments) + 0.002
-    shapes, halves, positions, orientations = [], [], [], []
-    floor_half = [BOWL_RADIUS * 0.75, BOWL_RADIUS * 0.75, 0.002]
+    wall_len = 2 * radius * math.tan(math.pi / segments) + 0.002
+    halves, positions, orientations = [], [], []
+    floor_half = [radius * 0.75, radius * 0.75, 0.002]
     halves.append(floor_half)
     positions.append([0, 0, 0.002])
     orientations.append([0, 0, 0, 1])
     for i in range(segments):
         angle = 2 * math.pi * i / segments
-        r = BOWL_RADIUS - BOWL_WALL / 2
-        halves.append([BOWL_WALL / 2, wall_len / 2, BOWL_HEIGHT / 2])
-        positions.append([r * math.cos(angle), r * math.sin(angle), BOWL_HEIGHT / 2])
+        r = radius - wall / 2
+        halves.append([wall / 2, wall_len / 2, height / 2])
+        positions.append([r * math.cos(angle), r * math.sin(angle), height / 2])
         orientations.append(list(p.getQuaternionFromEuler([0, 0, angle])))
     col = p.createCollisionShapeArray(
         [p.GEOM_BOX] * len(halves), halfExtents=halves, collisionFramePositions=positions,
@@ -132,17 +143,28 @@ def make_bowl(client: int, color: str, position) -> Object:
         visualFrameOrientations=orientations, physicsClientId=client,
     )
     body = p.createMultiBody(0, col, vis, position, physicsClientId=client)
-    p.changeVisualShape(body, -1, rgbaColor=_rgba(color), physicsClientId=client)
-    return Object(body, "bowl", color, "", BOWL_RADIUS)
+    p.changeVisualShape(body, -1, rgbaColor=_rgba(color, rgb), physicsClientId=client)
+    return Object(body, "bowl", color, "", radius, height=height, wall=wall)
 
 
-def make_zone(client: int, color: str, position, yaw: float = 0.0) -> Object:
-    """A coloured square painted on the table: visual only, so blocks rest on the table through it."""
-    half = [ZONE_SIZE / 2, ZONE_SIZE / 2, ZONE_THICKNESS / 2]
-    vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=_rgba(color), physicsClientId=client)
+def make_zone(client: int, color: str, position, yaw: float = 0.0, size: float = ZONE_SIZE, line: float = 0.0,
+              rgb=None) -> Object:
+    """A coloured square painted on the table: visual only, so blocks rest on the table through it.
+    `line` > 0 draws only its outline, a frame of that width."""
     pos = [position[0], position[1], ZONE_THICKNESS / 2]
+    if line <= 0:
+        half = [size / 2, size / 2, ZONE_THICKNESS / 2]
+        vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=_rgba(color, rgb), physicsClientId=client)
+    else:
+        a, b = size / 2, (size - line) / 2
+        halves = [[a, line / 2, ZONE_THICKNESS / 2]] * 2 + [[line / 2, a, ZONE_THICKNESS / 2]] * 2
+        offsets = [[0, b, 0], [0, -b, 0], [b, 0, 0], [-b, 0, 0]]
+        vis = p.createVisualShapeArray([p.GEOM_BOX] * 4, halfExtents=halves, visualFramePositions=offsets,
+                                       physicsClientId=client)
     body = p.createMultiBody(0, -1, vis, pos, p.getQuaternionFromEuler([0, 0, yaw]), physicsClientId=client)
-    return Object(body, "zone", color, "", ZONE_SIZE)
+    if line > 0:
+        p.changeVisualShape(body, -1, rgbaColor=_rgba(color, rgb), physicsClientId=client)
+    return Object(body, "zone", color, "", size, height=ZONE_THICKNESS)
 
 
 # ---------------------------------------------------------------- suction tool

@@ -74,8 +74,20 @@ class Frame:
     depth: np.ndarray  # (H, W) float32, metres along the optical axis
     segmentation: np.ndarray  # (H, W) int32 pybullet body id, -1 for nothing
 
+    def degraded(self, noise: float, dropout: float, rng: np.random.Generator) -> "Frame":
+        """This frame as a real depth sensor returns it: Gaussian depth noise whose deviation is `noise`
+        at 1 m and grows with depth squared (stereo), and a share `dropout` of pixels with no return."""
+        depth = self.depth
+        if noise > 0:
+            depth = depth + (rng.standard_normal(depth.shape) * noise * depth**2).astype(np.float32)
+        seg = self.segmentation
+        if dropout > 0:
+            seg = np.where(rng.random(seg.shape) < dropout, -1, seg).astype(np.int32)
+        return Frame(self.rgb, depth, seg)
 
-def render(client: int, camera: CameraConfig) -> Frame:
+
+def render(client: int, camera: CameraConfig, light=None) -> Frame:
+    """One RGB-D image; `light` (sim.appearance.Light) sets TinyRenderer's lighting, None its default."""
     eye = np.asarray(camera.eye, dtype=float)
     up = -camera.rotation()[:, 1]  # image up = minus optical y
     view = p.computeViewMatrix(eye.tolist(), list(camera.target), up.tolist())
@@ -83,6 +95,7 @@ def render(client: int, camera: CameraConfig) -> Frame:
     proj = p.computeProjectionMatrixFOV(fov, camera.width / camera.height, camera.near, camera.far)
     _, _, rgba, zbuffer, seg = p.getCameraImage(
         camera.width, camera.height, view, proj, renderer=p.ER_TINY_RENDERER, physicsClientId=client,
+        **({} if light is None else light.kwargs()),
     )
     rgba = np.asarray(rgba, dtype=np.uint8).reshape(camera.height, camera.width, 4)
     zbuffer = np.asarray(zbuffer, dtype=np.float32).reshape(camera.height, camera.width)

@@ -19,13 +19,16 @@ primitive that failed (configurable), or on an empty plan (the caller says it is
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import pybullet as p
 
 from threedmoe_ros.sim import assets
+from threedmoe_ros.sim.appearance import LOOK_STREAM, NOISE_STREAM, AppearanceConfig, Look, appearance, sample_look
 from threedmoe_ros.sim.cameras import CameraConfig, FusionConfig, default_cameras, downsample, fuse, heightmap, render
+from threedmoe_ros.sim.phrasing import phrasing_for
 from threedmoe_ros.sim.oracle import oracle_plan
 from threedmoe_ros.sim.primitive import PrimitiveConfig, go_home, pick_place, settle
 from threedmoe_ros.sim.robot import Arm, Robot
@@ -68,9 +71,17 @@ class EnvConfig:
     canonical_order: bool = True
     """The oracle takes interchangeable objects in reading order (sim/tasks.py); False: in the order the
     scene created them, which no observation shows (kept to measure what canonical order buys)."""
+    appearance: AppearanceConfig | str | None = None
+    """Appearance randomization (sim/appearance.py): a split name ("plain", "train", "shifted"), its
+    ranges, or None for the original assets' fixed look."""
+    phrasing: str = "plain"
+    """Instruction phrasing split (sim/phrasing.py): "plain" (the task's own templates), "train" or "heldout"."""
 
     def __post_init__(self) -> None:
         get_task(self.task)  # raises KeyError naming the known tasks
+        if isinstance(self.appearance, str):
+            self.appearance = appearance(self.appearance)  # raises ValueError naming the known splits
+        phrasing_for(self.phrasing, [0])  # raises ValueError naming the known splits
         if not self.cameras:
             raise ValueError("EnvConfig.cameras is empty; an observation needs at least one camera")
         if not 0 < self.timestep <= 0.02:
@@ -250,10 +261,18 @@ class TabletopEnv:
         p.setGravity(0, 0, -9.81, physicsClientId=c)
         p.setPhysicsEngineParameter(fixedTimeStep=self.config.timestep, numSolverIterations=self.config.solver_iterations,
                                     deterministicOverlappingPairs=1, physicsClientId=c)
-        self.table = assets.make_table(c)
-        self.robot = Robot(c, self.config.timestep, self.arm)
-        self.scene = Scene(c, rng, self.config.unseen_colors)
+        cfg = self.config
+        self.look = None if cfg.appearance is None else \
+            sample_look(cfg.appearance, np.random.default_rng([self.seed, LOOK_STREAM, self.task.stream]), len(cfg.cameras))
+        self.table = assets.make_table(c, assets.TABLE_COLOR if self.look is None else self.look.table_rgb)
+        self.robot = Robot(c, cfg.timestep, self.arm)
+        self.scene = Scene(c, rng, cfg.unseen_colors, self.look, phrasing_for(cfg.phrasing, [self.seed, self.task.stream]))
         self.episode = self.task.build(self.scene)
+        if self.look is not None:
+            zones = [self.scene.zone_region(i) for i, o in enumerate(self.scene.objects) if o.kind == "zone"]
+            self.scene.add_distractors(self.task.distractors, avoid=self.episode.keep_out + zones)
+        self.cameras = cfg.cameras if self.look is None else _jittered(cfg.cameras, self.look)
+        self.observations = 0
         settle(self.robot, self.scene.movable, 1.0)
         self.robot.start_joint_log()
         self._last_cloud = None
@@ -269,9 +288,14 @@ class TabletopEnv:
     def _observe(self) -> tuple[Cloud, tuple[np.ndarray, np.ndarray] | None]:
         if not self.config.observe:
             return Cloud(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)), None
-        frames = [render(self.client, cam) for cam in self.config.cameras]
+        light = None if self.look is None else self.look.light
+        frames = [render(self.client, cam, light) for cam in self.cameras]
+        if self.look is not None and (self.look.depth_noise > 0 or self.look.dropout > 0):
+            rng = np.random.default_rng([self.seed, NOISE_STREAM, self.task.stream, self.observations])
+            frames = [frame.degraded(self.look.depth_noise, self.look.dropout, rng) for frame in frames]
+        self.observations += 1
         labels = {o.body: o.label for o in self.scene.objects}
-        cloud = fuse(frames, self.config.cameras, labels, set(self.robot.bodies), self.config.fusion)
+        cloud = fuse(frames, self.cameras, labels, set(self.robot.bodies), self.config.fusion)
         maps = heightmap(cloud, self.config.fusion.bounds[:2])
         cloud = downsample(cloud, self.config.fusion.voxel)
         cloud.stamp_ns = self.sim_time_ns
@@ -284,6 +308,8 @@ class TabletopEnv:
             "family": self.task.family,
             "seed": self.seed,
             "unseen_colors": self.config.unseen_colors,
+            "appearance": "plain" if self.config.appearance is None else self.config.appearance.name,
+            "phrasing": self.config.phrasing,
             "instruction": self.episode.instruction,
             "steps_taken": self.steps_taken,
             "step_limit": self.step_limit,
@@ -308,8 +334,19 @@ class TabletopEnv:
             task=self.task.name, seed=self.seed, instruction=self.episode.instruction,
             unseen_colors=self.config.unseen_colors, steps_taken=self.steps_taken, reward=self.reward,
             success=self.reward >= 1.0 and reason == SUCCESS, reason=reason, detail=detail,
-            extra={"sim_time_s": self.robot.time, "step_limit": self.step_limit},
+            extra={"sim_time_s": self.robot.time, "step_limit": self.step_limit,
+                   "appearance": "plain" if self.config.appearance is None else self.config.appearance.name,
+                   "phrasing": self.config.phrasing},
         )
 
     def _finish(self, reason: str, detail: str) -> None:
         self._outcome = self._make_outcome(reason, detail)
+
+
+def _jittered(cameras: list[CameraConfig], look: Look) -> list[CameraConfig]:
+    """The cameras an episode's look keeps, each eye and target moved by its jitter."""
+    out = []
+    for index, (eye, target) in zip(look.cameras, look.camera_offsets):
+        cam = cameras[index]
+        out.append(dataclasses.replace(cam, eye=tuple(np.add(cam.eye, eye)), target=tuple(np.add(cam.target, target))))
+    return out

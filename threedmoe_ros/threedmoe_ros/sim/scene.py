@@ -12,7 +12,9 @@ import numpy as np
 import pybullet as p
 
 from threedmoe_ros.sim import assets
+from threedmoe_ros.sim.appearance import Look
 from threedmoe_ros.sim.assets import Object
+from threedmoe_ros.sim.phrasing import Phrasing
 
 # Where objects are sampled: the workspace less a margin that keeps every pose, and a 4-block
 # tower on it, inside the UR5's reach (the far corners of the workspace are not).
@@ -73,10 +75,9 @@ def in_region(obj: Object, pose: Pose2, region: Region) -> bool:
 
 def in_bowl(obj: Object, pose: Pose2, bowl: Object, bowl_pose: Pose2) -> bool:
     """Centre inside the bowl's floor and bottom below its rim."""
-    inner = assets.BOWL_RADIUS - assets.BOWL_WALL
     horizontal = np.linalg.norm(pose.position[:2] - bowl_pose.position[:2])
     bottom = pose.position[2] - obj.height / 2
-    return horizontal <= inner - obj.extent / 2 + 0.005 and bottom < assets.BOWL_HEIGHT
+    return horizontal <= bowl.inner_radius - obj.extent / 2 + 0.005 and bottom < bowl.height
 
 
 def on_top(obj: Object, pose: Pose2, below: Object, below_pose: Pose2) -> bool:
@@ -97,12 +98,22 @@ def resting_on(obj: Object, pose: Pose2, below: Object, below_pose: Pose2) -> bo
 class Scene:
     """Objects of one episode; labels are 1..K in creation order, stable for the whole episode."""
 
-    def __init__(self, client: int, rng: np.random.Generator, unseen_colors: bool):
+    def __init__(self, client: int, rng: np.random.Generator, unseen_colors: bool, look: Look | None = None,
+                 phrasing: Phrasing | None = None):
         self.client = client
         self.rng = rng
         self.unseen_colors = unseen_colors
         self.colors = assets.colors_for(unseen_colors)
         self.objects: list[Object] = []
+        self.look = look
+        self.phrasing = phrasing
+        # Where objects are sampled: the sampling area, shrunk about its centre by the look's density.
+        centre, half = SAMPLE_BOUNDS.mean(axis=1), (SAMPLE_BOUNDS[:, 1] - SAMPLE_BOUNDS[:, 0]) / 2
+        half = half * (look.density if look is not None else 1.0)
+        self.bounds = np.stack([centre - half, centre + half], axis=1)
+
+    def _rgb(self, color: str):
+        return None if self.look is None else self.look.rgb(color)
 
     # ------------------------------------------------------------ building
 
@@ -116,7 +127,7 @@ class Scene:
 
     def free_xy(self, radius: float, within: Region | None = None, avoid: list[Region] = (), tries: int = 2000) -> np.ndarray:
         """A random xy where a disc of `radius` overlaps no object (and none of `avoid`)."""
-        lo, hi = SAMPLE_BOUNDS[:, 0] + radius, SAMPLE_BOUNDS[:, 1] - radius
+        lo, hi = self.bounds[:, 0] + radius, self.bounds[:, 1] - radius
         if within is not None:
             lo = np.maximum(lo, np.asarray(within.center) - within.half + radius)
             hi = np.minimum(hi, np.asarray(within.center) + within.half - radius)
@@ -137,22 +148,54 @@ class Scene:
                 return False
         return True
 
-    def add_block(self, color: str, size: str = "medium", xy=None, z: float | None = None, within: Region | None = None,
+    def add_block(self, color: str, size: str = "medium", xy=None, bottom: float = 0.0, within: Region | None = None,
                   avoid: list[Region] = ()) -> int:
-        edge = assets.BLOCK_SIZES[size]
+        """A block standing at `bottom` (m above the table; > 0 rests it on another block at `xy`)."""
+        dims = self.block_dims(size)
         if xy is None:
-            xy = self.free_xy(edge * math.sqrt(0.5), within, avoid)
-        z = edge / 2 if z is None else z
+            xy = self.free_xy((dims[0] + dims[1]) / 2 * math.sqrt(0.5), within, avoid)
+        z = bottom + dims[2] / 2
         yaw = float(self.rng.uniform(-math.pi / 4, math.pi / 4))
-        return self._add(assets.make_block(self.client, color, size, [xy[0], xy[1], z], yaw))
+        return self._add(assets.make_block(self.client, color, size, [xy[0], xy[1], z], yaw, dims, self._rgb(color)))
+
+    def block_dims(self, size: str) -> tuple[float, float, float]:
+        """(x, y, z) of a new block of `size` in this episode's look (a cube of the nominal edge when plain)."""
+        edge = assets.BLOCK_SIZES[size]
+        return (edge,) * 3 if self.look is None else self.look.block_dims(edge)
 
     def add_bowl(self, color: str, avoid: list[Region] = ()) -> int:
-        xy = self.free_xy(assets.BOWL_RADIUS, avoid=avoid)
-        return self._add(assets.make_bowl(self.client, color, [xy[0], xy[1], 0.0]))
+        radius, height, wall = (assets.BOWL_RADIUS, assets.BOWL_HEIGHT, assets.BOWL_WALL) if self.look is None \
+            else self.look.bowl()
+        xy = self.free_xy(radius, avoid=avoid)
+        return self._add(assets.make_bowl(self.client, color, [xy[0], xy[1], 0.0], radius, height, wall, self._rgb(color)))
 
-    def add_zone(self, color: str) -> int:
-        xy = self.free_xy(assets.ZONE_SIZE * math.sqrt(0.5))
-        return self._add(assets.make_zone(self.client, color, xy))
+    def add_zone(self, color: str, avoid: list[Region] = ()) -> int:
+        size, line = (assets.ZONE_SIZE, 0.0) if self.look is None else self.look.zone()
+        xy = self.free_xy(size * math.sqrt(0.5), avoid=avoid)
+        return self._add(assets.make_zone(self.client, color, xy, size=size, line=line, rgb=self._rgb(color)))
+
+    def add_distractors(self, kinds: tuple[str, ...], avoid: list[Region] = ()) -> None:
+        """The look's distractor objects: kinds the task allows, in colours no object of the scene has,
+        outside `avoid` (goal zones and areas). One that finds no room is left out."""
+        if self.look is None or not kinds or not self.look.distractors:
+            return
+        used = {o.color for o in self.objects}
+        free = [c for c in self.colors if c not in used]
+        if not free:
+            return
+        rng = self.look.rng  # the look's stream: the task's own draws stay the same under every look
+        for _ in range(self.look.distractors):
+            kind, color = str(rng.choice(kinds)), str(rng.choice(free))
+            try:
+                if kind == "block":
+                    index = self.add_block(color, str(rng.choice(list(assets.BLOCK_SIZES))), avoid=avoid)
+                elif kind == "bowl":
+                    index = self.add_bowl(color, avoid=avoid)
+                else:
+                    index = self.add_zone(color, avoid=avoid)
+            except SamplingError:
+                continue
+            self.objects[index].distractor = True
 
     # ------------------------------------------------------------ state
 

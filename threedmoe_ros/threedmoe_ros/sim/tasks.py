@@ -10,12 +10,12 @@ is +y.
 from __future__ import annotations
 
 import itertools
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from threedmoe_ros.sim import assets
 from threedmoe_ros.sim.assets import Object
 from threedmoe_ros.sim.goals import Goal, InBowl, InRegion, OnTop
 from threedmoe_ros.sim.scene import Pose2, Region, Scene, in_bowl, in_region, on_top
@@ -130,11 +130,26 @@ def matching_fraction(objects, poses, blocks: list[int], bowls: list[int], allow
 
 
 class Task:
-    """Base class. Subclasses set name, family, templates and implement build()."""
+    """Base class. Subclasses set name, family, templates and implement build().
+
+    `templates` are the task's own sentences (what the `plain` phrasing draws); sim/phrasing.py's
+    `train` split draws all but the last of them plus `train_templates`, its `heldout` split the last
+    plus `heldout_templates`. `distractors` are the kinds of object appearance randomization may add
+    without changing what the instruction asks (no extra block where "all the blocks" are meant).
+    """
 
     name: str = ""
     family: str = ""
     templates: tuple[str, ...] = ()
+    train_templates: tuple[str, ...] = ()
+    heldout_templates: tuple[str, ...] = ()
+    distractors: tuple[str, ...] = ("bowl", "zone")
+
+    @property
+    def stream(self) -> int:
+        """A number of the task's own for seed sequences (crc32 of its name: stable across processes),
+        so two tasks' episodes of one seed do not share their look and phrasing."""
+        return zlib.crc32(self.name.encode())
 
     def build(self, scene: Scene) -> Episode:
         raise NotImplementedError
@@ -144,8 +159,10 @@ class Task:
         return oracle_steps + max(2, oracle_steps // 2)
 
     def say(self, scene: Scene, **words) -> str:
-        template = self.templates[int(scene.rng.integers(len(self.templates)))]
-        return template.format(**words)
+        # One draw from the scene's stream whatever the phrasing, so the rest of the scene is the same.
+        family = self.templates if scene.phrasing is None else scene.phrasing.family(self)
+        text = family[int(scene.rng.integers(len(family)))].format(**words)
+        return text if scene.phrasing is None else scene.phrasing.rewrite(text)
 
 
 def _plural(n: int, word: str) -> str:
@@ -163,6 +180,9 @@ class PutBlockInZone(Task):
         "place the {c} blocks inside the {z} zone",
         "gather the {c} blocks in the {z} area",
     )
+    train_templates = ("into the {z} zone, put every {c} block",)
+    heldout_templates = ("the {c} blocks all go in the {z} zone", "get each {c} block over to the {z} zone")
+    distractors = ("block", "bowl", "zone")
 
     def build(self, scene):
         zc, c, *others = scene.pick_colors(4)
@@ -186,6 +206,9 @@ class PutBlockInBowl(Task):
         "place each {c} block into a {bc} bowl",
         "move the {c} {blocks} into {a}{bc} {bowls}",
     )
+    train_templates = ("into {a}{bc} {bowls}, put the {c} {blocks}",)
+    heldout_templates = ("the {c} {blocks} should end up in {a}{bc} {bowls}",)
+    distractors = ("block", "bowl", "zone")
 
     def build(self, scene):
         c, bc, dc, dbc = scene.pick_colors(4)
@@ -223,6 +246,9 @@ class PutBlockInMatchingBowl(Task):
         "place every block into the bowl that matches its colour",
         "sort the blocks into the bowls with matching colours",
     )
+    train_templates = ("put every block in the bowl that has its colour",)
+    heldout_templates = ("each block goes into the bowl of its own colour",)
+    distractors = ("bowl", "zone")
 
     def build(self, scene):
         colors = scene.pick_colors(int(scene.rng.integers(2, 4)))
@@ -255,6 +281,8 @@ class StackBlocks(Task):
         "build one tower out of all the blocks",
         "pile all the blocks on top of each other",
     )
+    train_templates = ("stack every block into a single tower",)
+    heldout_templates = ("make a single stack using every block",)
 
     def build(self, scene):
         n = int(scene.rng.integers(3, 5))
@@ -278,6 +306,9 @@ class StackBlocksByColor(Task):
         "build a tower: {c0} block first, {c1} on it, and {c2} at the top",
         "put the {c1} block on the {c0} block and the {c2} block on the {c1} block",
     )
+    train_templates = ("stack {c0}, then {c1}, then {c2}, with {c0} at the bottom",)
+    heldout_templates = ("from the bottom up the tower should be {c0}, {c1}, {c2}",)
+    distractors = ("block", "bowl", "zone")
 
     def build(self, scene):
         colors = scene.pick_colors(3)
@@ -297,6 +328,8 @@ class StackBlocksBySize(Task):
         "build a tower with the largest block at the base and the smallest at the top",
         "stack the blocks in order of size, big ones below",
     )
+    train_templates = ("stack the blocks by size with the biggest one at the bottom",)
+    heldout_templates = ("make a tower ordered by size, smallest block on top",)
 
     def build(self, scene):
         colors = [str(c) for c in scene.rng.choice(scene.colors, size=3)]
@@ -393,6 +426,7 @@ class MoveBlocksBetweenPositionsBySize(Task):
         "take the {s} blocks from the {a} of the table to the {b}",
         "relocate every {s} block from the {a} corner to the {b} corner",
     )
+    distractors = ("zone",)
 
     def build(self, scene):
         names = list(AREAS)
@@ -416,6 +450,7 @@ class PutBlockInMismatchingBowl(Task):
         "place every block into a bowl whose colour does not match it",
         "put the blocks in the bowls so that no block shares its bowl's colour",
     )
+    distractors = ("zone",)
 
     def build(self, scene):
         colors = scene.pick_colors(3)
@@ -449,6 +484,7 @@ class PutHiddenBlockInMatchingBowl(Task):
         "find the covered blocks and place each in the bowl that matches its colour",
         "move each block that is underneath another block into the bowl of its colour",
     )
+    distractors = ("block", "bowl", "zone")
 
     def build(self, scene):
         hidden_colors = scene.pick_colors(4)
@@ -458,7 +494,7 @@ class PutHiddenBlockInMatchingBowl(Task):
             block = scene.add_block(hidden_colors[i], "small")
             xy = scene.pose(block).position[:2]
             # A big block of another colour resting on it hides it from above.
-            scene.add_block(hidden_colors[2 + i], "big", xy=xy, z=assets.BLOCK_SIZES["small"] + assets.BLOCK_SIZES["big"] / 2 + 0.001)
+            scene.add_block(hidden_colors[2 + i], "big", xy=xy, bottom=scene.objects[block].height + 0.001)
             hidden.append(block)
         goals = [InBowl(b, w) for b, w in zip(hidden, bowls)]
         return Episode(self.say(scene), goals, hidden + bowls, goal_fraction(goals), order=_in_reading_order(goals))

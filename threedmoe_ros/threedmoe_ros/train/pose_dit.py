@@ -74,6 +74,12 @@ class TrainConfig(LoopConfig):
     # 3dmoe only. frozen: the LLM is fixed and its condition computed once per sample and cached, so
     # the head trains at light-encoder speed; joint: LoRA, routers and projection train with the head.
     regime: str = "frozen"
+    # Start from this policy checkpoint's weights and config (fine-tuning on new data); ignored with
+    # --resume. --top-color may widen its light encoder: the new inputs start at zero weight, so the
+    # widened policy plans exactly as the checkpoint did before the first step.
+    init_from: str | None = None
+    # Light encoder: add each object's top-face colour in CIELAB to its features (models/light_encoder.py).
+    top_color: bool = False
     max_steps: int = 20_000
     warmup_steps: int = 500
     # Exponential moving average of the weights, what the checkpoint holds (0 = off). Diffusion
@@ -90,6 +96,8 @@ class TrainConfig(LoopConfig):
             raise ValueError(f"--encoder must be light or 3dmoe, got {self.encoder!r}")
         if self.encoder == "3dmoe" and not self.encoder_checkpoint:
             raise ValueError("--encoder 3dmoe needs --encoder-checkpoint DIR (a Stage II checkpoint/)")
+        if self.init_from is not None and self.encoder != "light":
+            raise ValueError("--init-from starts a light-encoder policy; the 3D-MoE encoder comes from --encoder-checkpoint")
         if self.condition not in ("final_token", "all_hidden") or self.regime not in ("frozen", "joint"):
             raise ValueError(f"--condition must be final_token or all_hidden and --regime frozen or joint, "
                              f"got {self.condition!r}, {self.regime!r}")
@@ -236,6 +244,9 @@ def build_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
     """The policy to train: the light encoder as configured, or the 3D-MoE LLM of cfg.encoder_checkpoint
     with the condition asked for, its parameters trainable as the regime says."""
     if cfg.encoder == "light":
+        if cfg.top_color:
+            policy_config = dataclasses.replace(policy_config, encoder_config={**policy_config.encoder_config,
+                                                                              "top_color": True})
         return Policy(policy_config)
     from threedmoe_ros.models.mm_llm import ThreeDMoELLM
 
@@ -257,10 +268,16 @@ def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resum
     """Train and checkpoint into cfg.out (train/loop.py); returns the policy with the weights the checkpoint holds.
     A resumed run takes the policy config its checkpoint records."""
     out = Path(cfg.out)
-    if resume and (out / "checkpoint" / "config.json").is_file():
+    resumed = resume and (out / "checkpoint" / "config.json").is_file()
+    if resumed:
         policy_config = PolicyConfig.from_dict(json.loads((out / "checkpoint" / "config.json").read_text()))
+    source = Policy.from_pretrained(cfg.init_from) if cfg.init_from and not resumed else None
+    if source is not None:
+        policy_config = source.config
     torch.manual_seed(cfg.seed)  # the same config initialises the same weights
     policy = build_policy(cfg, policy_config)
+    if source is not None:
+        load_widened(policy, source.state_dict())
     collate = functools.partial(collate_plans, horizon=policy.config.head.horizon)
     if cfg.encoder == "3dmoe" and cfg.regime == "frozen":
         dataset = cached_conditions(cfg, policy, dataset, progress)
@@ -272,6 +289,25 @@ def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resum
     if PartialState().is_main_process and (out / "metrics.csv").is_file():  # one process draws the curves
         plot_curves(out)
     return result.model
+
+
+def load_widened(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy `state` into `model`. A weight that gained input columns (the light encoder's first layer
+    when --top-color adds features) takes the old columns and zeros for the new ones, so the model
+    computes what the source did; any other difference in names or shapes is an error."""
+    own = model.state_dict()
+    if set(own) != set(state):
+        raise ValueError(f"--init-from: parameters differ: missing {sorted(set(own) - set(state))[:5]}, "
+                         f"unexpected {sorted(set(state) - set(own))[:5]}")
+    for name, value in state.items():
+        target = own[name]
+        if value.shape == target.shape:
+            target.copy_(value)
+        elif value.dim() == 2 and value.shape[0] == target.shape[0] and value.shape[1] < target.shape[1]:
+            target.zero_()
+            target[:, : value.shape[1]] = value
+        else:
+            raise ValueError(f"--init-from: {name} has shape {tuple(value.shape)}, the policy needs {tuple(target.shape)}")
 
 
 def plot_curves(out: str | Path) -> Path | None:
