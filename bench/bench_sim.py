@@ -2,10 +2,12 @@
 
     python bench/bench_sim.py                         # throughput → bench/results/sim.json
     python bench/bench_sim.py --oracle-success --seeds 100   # → bench/results/oracle_success.json
+    python bench/bench_sim.py --oracle-success --appearance shifted   # → oracle_success_shifted.json
 
-Throughput runs in this one process (one core). Episodes are timed twice per task: as data
-collection runs them (3 cameras rendered and fused after every step) and physics only (no
-rendering), so the two costs can be told apart on a noisy machine. Oracle success runs the oracle
+Throughput runs in this one process (one core). Episodes are timed per task as data collection
+runs them (3 cameras rendered and fused after every step), physics only (no rendering), and with
+the train and shifted appearance randomization on (sim/appearance.py), all in one run, so
+`randomization` compares their rates on the same machine at the same time. Oracle success runs the oracle
 closed loop (one step, then re-plan) exactly as data collection does, without rendering.
 """
 
@@ -48,10 +50,11 @@ def machine() -> dict:
             "platform": platform.platform(), "pybullet_api": pybullet.getAPIVersion()}
 
 
-def oracle_success(tasks: list[str], seeds: int, first: int, unseen: bool, noise_m: float = 0.0) -> dict:
+def oracle_success(tasks: list[str], seeds: int, first: int, unseen: bool, noise_m: float = 0.0,
+                   appearance: str = "plain") -> dict:
     table = {}
     for task in tasks:
-        with TabletopEnv(EnvConfig(task=task, observe=False, unseen_colors=unseen)) as env:
+        with TabletopEnv(EnvConfig(task=task, observe=False, unseen_colors=unseen, appearance=appearance)) as env:
             outcomes = [run_oracle(env, s, noise_m) for s in tqdm(range(first, first + seeds), desc=task, leave=False)]
         ok = [o.success for o in outcomes]
         table[task] = {
@@ -67,12 +70,17 @@ def oracle_success(tasks: list[str], seeds: int, first: int, unseen: bool, noise
     return table
 
 
+# (label, observe, appearance): the original look with and without rendering, and both randomized looks.
+VARIANTS = (("with_observations", True, "plain"), ("physics_only", False, "plain"),
+            ("randomized_train", True, "train"), ("randomized_shifted", True, "shifted"))
+
+
 def throughput(tasks: list[str], episodes: int) -> dict:
     out = {}
     for task in tqdm(tasks, desc="episodes/min"):
         row = {"family": TASKS[task].family}
-        for label, observe in (("with_observations", True), ("physics_only", False)):
-            with TabletopEnv(EnvConfig(task=task, observe=observe)) as env:
+        for label, observe, appearance in VARIANTS:
+            with TabletopEnv(EnvConfig(task=task, observe=observe, appearance=appearance)) as env:
                 run_oracle(env, 10_000)  # warm-up (first pybullet client, imports)
                 start, cpu, steps = time.perf_counter(), time.process_time(), 0
                 for seed in range(episodes):
@@ -83,6 +91,17 @@ def throughput(tasks: list[str], episodes: int) -> dict:
                           "mean_steps": steps / episodes, "ms_per_episode": 1000 * elapsed / episodes}
         out[task] = row
     return out
+
+
+def randomization_cost(episodes: dict) -> dict:
+    """Oracle episodes per CPU minute of each randomized look against the plain look, over all tasks
+    (total episodes / total CPU time, so long tasks weigh what they cost)."""
+    def rate(label):
+        rows = [r[label] for r in episodes.values()]
+        return len(rows) / sum(1 / r["episodes_per_cpu_min"] for r in rows)
+    plain = rate("with_observations")
+    return {label: {"episodes_per_cpu_min": rate(label), "ratio_to_plain": rate(label) / plain}
+            for label in ("with_observations", "randomized_train", "randomized_shifted")}
 
 
 def observation_cost(repeats: int) -> dict:
@@ -110,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=100, help="seeds per task for --oracle-success")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--unseen-colors", action="store_true")
+    parser.add_argument("--appearance", default="plain", choices=["plain", "train", "shifted"],
+                        help="appearance split for --oracle-success (sim/appearance.py)")
     parser.add_argument("--noise-mm", type=float, default=0.0,
                         help="Gaussian xy error (mm) added to every oracle pose, to see how precise a policy must be")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per task for throughput")
@@ -123,13 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     if args.oracle_success:
         result = {"machine": machine(), "seeds": args.seeds, "first_seed": args.first_seed,
-                  "unseen_colors": args.unseen_colors, "noise_mm": args.noise_mm,
+                  "unseen_colors": args.unseen_colors, "noise_mm": args.noise_mm, "appearance": args.appearance,
                   "tasks": oracle_success(args.tasks, args.seeds, args.first_seed, args.unseen_colors,
-                                          args.noise_mm / 1000)}
-        out = args.out or RESULTS / "oracle_success.json"
+                                          args.noise_mm / 1000, args.appearance)}
+        out = args.out or RESULTS / ("oracle_success.json" if args.appearance == "plain"
+                                     else f"oracle_success_{args.appearance}.json")
     else:
         result = {"machine": machine(), "observation": observation_cost(args.repeats),
                   "episodes": throughput(args.tasks, args.episodes)}
+        result["randomization"] = randomization_cost(result["episodes"])
         out = args.out or RESULTS / "sim.json"
         for res, row in result["observation"].items():
             print(f"observation {res}: {row['ms_median']:.0f} ms median wall, {row['ms_cpu_median']:.0f} ms CPU, "
@@ -139,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{task:40s} ep/min with obs {obs['episodes_per_min']:5.0f} wall {obs['episodes_per_cpu_min']:5.0f} CPU | "
                   f"physics only {phys['episodes_per_min']:5.0f} wall {phys['episodes_per_cpu_min']:5.0f} CPU "
                   f"({phys['mean_steps']:.1f} steps)")
+        for label, row in result["randomization"].items():
+            print(f"{label:20s} {row['episodes_per_cpu_min']:6.0f} episodes per CPU minute, "
+                  f"{row['ratio_to_plain']:.2f} x the plain look")
     result["machine"]["load_avg_1min_after"] = os.getloadavg()[0]
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

@@ -4,6 +4,7 @@ threedmoe-bringup, as the main command does) complete episodes and report a succ
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ def test_bringup_sim_eval_completes_episodes_and_reports(ros_env, tmp_path):
            "--domain-id", ros_env["ROS_DOMAIN_ID"], "--timeout", "540",
            "-p", f"policy.checkpoint={DEFAULT_POLICY}", "-p", "policy.seed=0",
            "-p", f"sim_bridge.tasks=[{','.join(tasks)}]", "-p", "sim_bridge.episodes=1",
+           "-p", "sim_bridge.appearance=shifted", "-p", "sim_bridge.phrasing=heldout",
            "-p", "evaluator.expected_episodes=3", "-p", f"evaluator.output_dir={out}"]
     run = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=600)
     log = run.stdout + run.stderr
@@ -33,6 +35,9 @@ def test_bringup_sim_eval_completes_episodes_and_reports(ros_env, tmp_path):
     episodes = record["episodes"]
     assert sorted(e["task"] for e in episodes) == sorted(tasks)
     assert all(e["seed"] >= 2_000_000 for e in episodes)  # held-out (test-split) seeds
+    from threedmoe_ros.sim.phrasing import HELDOUT_WORDS  # the bridge ran the shifted + held-out split
+
+    assert all(set(re.findall(r"[a-z]+", e["instruction"].lower())) & HELDOUT_WORDS for e in episodes), episodes
     assert all(e["reason"] in {"success", "step_limit", "primitive_failed", "invalid_plan", "timeout", "aborted"}
                for e in episodes)
     # Plans crossed DDS and were executed in the simulator.

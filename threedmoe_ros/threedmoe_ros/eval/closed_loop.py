@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from threedmoe_ros.data.collect import add_split_arguments, seed_for
+from threedmoe_ros.eval.failures import breakdown, failure_kind, judge_step
 from threedmoe_ros.eval.report import markdown, write_report
 from threedmoe_ros.types import Cloud, EpisodeOutcome
 from threedmoe_ros.validation import InputError
@@ -33,21 +34,32 @@ def run_episode(env, planner, seed: int, k: int, sampling_steps: int, plan_seed:
                 labels: bool = True) -> tuple[EpisodeOutcome, list[float]]:
     """One closed-loop episode with a planner.Planner; returns its outcome and the plan times (ms).
     `labels` False strips the instance labels from every cloud, so the policy sees what a real
-    sensor gives. Plans go to the simulator as sampled: it validates them itself (with exact IK)."""
+    sensor gives. Plans go to the simulator as sampled: it validates them itself (with exact IK).
+    A failed episode's outcome.extra["failure"] names its first mistake (eval/failures.py)."""
     obs, _ = env.reset(seed)
-    times = []
+    times, verdicts = [], []
     while True:
         cloud = obs["cloud"] if labels else Cloud(obs["cloud"].xyz, obs["cloud"].rgb, None, stamp_ns=obs["cloud"].stamp_ns)
         try:
             result = planner.plan(cloud, obs["instruction"], steps=sampling_steps, seed=plan_seed + len(times))
         except InputError:  # the planner refuses this observation (e.g. it shows no object): it plans nothing
             times.append(0.0)
-            obs, _, terminated, truncated, info = env.step(np.zeros((0, 2, 7)))
+            poses = np.zeros((0, 2, 7))
         else:
             times.append(result.total_ms)
-            obs, _, terminated, truncated, info = env.step(result.poses[:k] if k > 0 else result.poses)
+            poses = result.poses[:k] if k > 0 else result.poses
+        remaining = len(env.oracle_plan())
+        verdict = judge_step(env, poses[0]) if len(poses) else ""
+        obs, _, terminated, truncated, info = env.step(poses)
+        if info["reason"] == "invalid_plan":
+            verdict = ""  # refused by the simulator, nothing moved: it counts as "stopped" if it ends the episode
+        elif len(poses) and not verdict and len(env.oracle_plan()) >= remaining:
+            verdict = "imprecise"  # the right step, and the task came no nearer to done
+        verdicts.append(verdict)
         if terminated or truncated:
-            return env.outcome(), times
+            outcome = env.outcome()
+            outcome.extra["failure"] = failure_kind(verdicts, outcome)
+            return outcome, times
 
 
 def evaluate(planner, tasks: list[str], episodes: int, colors: list[str], k: int, sampling_steps: int,
@@ -161,10 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         table = write_report(outcomes, args.out / f"steps_{steps}", title,
                              meta={"checkpoint": checkpoint, "k": args.k, "sampling_steps": steps})
         print(markdown(table, title))
+        print("Failed episodes by first mistake (eval/failures.py): "
+              + ", ".join(f"{kind} {n}" for kind, n in breakdown(outcomes).items()))
         summary["runs"][str(steps)] = {
             "success_rate": sum(o.success for o in outcomes) / len(outcomes),
             "plan_ms_p50": sorted(times)[len(times) // 2],
             "wall_s": time.perf_counter() - t0,
+            "failures": breakdown(outcomes),
             "table": table,
         }
     args.out.mkdir(parents=True, exist_ok=True)

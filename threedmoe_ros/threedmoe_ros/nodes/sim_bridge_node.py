@@ -58,6 +58,8 @@ class SimBridgeNode(Node):
         self.declare_parameter("seed_start", 2_000_000, doc("first seed; the test split starts at 2 000 000"))
         self.declare_parameter("episodes", 3, doc("episodes per task and colour split"))
         self.declare_parameter("colors", ["unseen"], doc("colour splits to run: seen, unseen"))
+        self.declare_parameter("appearance", "plain", doc("appearance randomization: plain, train or shifted (sim/appearance.py)"))
+        self.declare_parameter("phrasing", "plain", doc("instruction phrasing: plain, train or heldout (sim/phrasing.py)"))
         self.declare_parameter("steps_per_plan", 1, doc("steps of each plan executed before re-planning (0 = all)"))
         self.declare_parameter("plan_timeout_s", 30.0, doc("wall-clock wait for a plan before the episode ends with 'timeout'"))
         self.declare_parameter("resend_s", 5.0, doc("send the cloud again when no plan answered it within this time"))
@@ -70,6 +72,10 @@ class SimBridgeNode(Node):
         p = {name: param.value for name, param in self.get_parameters_by_prefix("").items()}
         if p["mode"] not in MODES:
             raise ValueError(f"parameter mode={p['mode']!r} is not one of {MODES}")
+        from threedmoe_ros.sim.appearance import appearance
+        from threedmoe_ros.sim.phrasing import phrasing_for
+
+        appearance(p["appearance"]), phrasing_for(p["phrasing"], [0])  # raise ValueError naming the known splits
         self.params = p
         self.episodes = episode_list(list(p["tasks"]), p["seed_start"], p["episodes"], list(p["colors"]))
 
@@ -162,7 +168,8 @@ class SimBridgeNode(Node):
         from threedmoe_ros.sim.env import EnvConfig, TabletopEnv
 
         cameras = default_cameras(self.params["camera_width"], self.params["camera_height"])
-        return TabletopEnv(EnvConfig(task=spec.task, unseen_colors=spec.unseen_colors, cameras=cameras))
+        return TabletopEnv(EnvConfig(task=spec.task, unseen_colors=spec.unseen_colors, cameras=cameras,
+                                     appearance=self.params["appearance"], phrasing=self.params["phrasing"]))
 
     def _publish_state(self, env, obs: dict, info: dict) -> PointCloud2:
         """Joint states since the last observation, the clock, then the cloud (returned)."""
