@@ -152,19 +152,6 @@ def _run(job: Job) -> tuple[Job, str, bool]:
         return job, f"{type(exc).__name__}: {exc}", False
 
 
-def add_split_arguments(parser: argparse.ArgumentParser, appearance: str, phrasing: str) -> None:
-    """--appearance and --phrasing, shared by collection and evaluation (sim/appearance.py, sim/phrasing.py)."""
-    from threedmoe_ros.sim.appearance import APPEARANCE
-    from threedmoe_ros.sim.phrasing import PHRASINGS
-
-    parser.add_argument("--appearance", choices=list(APPEARANCE), default=appearance,
-                        help="appearance randomization: plain (the original assets), train (the training ranges) or "
-                             f"shifted (ranges outside them, evaluation only); default {appearance}")
-    parser.add_argument("--phrasing", choices=list(PHRASINGS), default=phrasing,
-                        help="instruction phrasing: plain (the task templates), train (the grammar's training part) or "
-                             f"heldout (words and templates training never draws); default {phrasing}")
-
-
 def parse_args(argv: list[str] | None):
     from threedmoe_ros.sim.tasks import FAMILIES, resolve_tasks
 
@@ -183,6 +170,8 @@ def parse_args(argv: list[str] | None):
                         help="recovery data: this policy acts, the oracle labels every state it reaches")
     parser.add_argument("--arbitrary-order", action="store_true",
                         help="oracle takes interchangeable objects in creation order (the ablation of canonical order)")
+    from threedmoe_ros.sim.env import add_split_arguments
+
     add_split_arguments(parser, appearance="plain", phrasing="plain")
     args = parser.parse_args(argv)
 

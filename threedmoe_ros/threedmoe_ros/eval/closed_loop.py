@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from threedmoe_ros.data.collect import add_split_arguments, seed_for
+from threedmoe_ros.data.collect import seed_for
 from threedmoe_ros.eval.failures import breakdown, failure_kind, judge_step
 from threedmoe_ros.eval.report import markdown, write_report
 from threedmoe_ros.types import Cloud, EpisodeOutcome
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refine", action="store_true", help="snap plan positions onto observed objects (models/refine.py)")
     parser.add_argument("--no-labels", action="store_true",
                         help="strip instance labels from the clouds: objects come from segmentation, as on a real sensor")
+    from threedmoe_ros.sim.env import add_split_arguments
+
     add_split_arguments(parser, appearance="plain", phrasing="plain")
     parser.add_argument("--out", type=Path, default=Path("runs/eval_closed_loop"))
     args = parser.parse_args(argv)

@@ -19,6 +19,7 @@ primitive that failed (configurable), or on an empty plan (the caller says it is
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -26,9 +27,9 @@ import numpy as np
 import pybullet as p
 
 from threedmoe_ros.sim import assets
-from threedmoe_ros.sim.appearance import LOOK_STREAM, NOISE_STREAM, AppearanceConfig, Look, appearance, sample_look
+from threedmoe_ros.sim.appearance import APPEARANCE, LOOK_STREAM, NOISE_STREAM, AppearanceConfig, Look, appearance, sample_look
 from threedmoe_ros.sim.cameras import CameraConfig, FusionConfig, default_cameras, downsample, fuse, heightmap, render
-from threedmoe_ros.sim.phrasing import phrasing_for
+from threedmoe_ros.sim.phrasing import PHRASINGS, phrasing_for
 from threedmoe_ros.sim.oracle import oracle_plan
 from threedmoe_ros.sim.primitive import PrimitiveConfig, go_home, pick_place, settle
 from threedmoe_ros.sim.robot import Arm, Robot
@@ -350,3 +351,13 @@ def _jittered(cameras: list[CameraConfig], look: Look) -> list[CameraConfig]:
         cam = cameras[index]
         out.append(dataclasses.replace(cam, eye=tuple(np.add(cam.eye, eye)), target=tuple(np.add(cam.target, target))))
     return out
+
+
+def add_split_arguments(parser: argparse.ArgumentParser, appearance: str, phrasing: str) -> None:
+    """--appearance and --phrasing, shared by collection and evaluation (sim/appearance.py, sim/phrasing.py)."""
+    parser.add_argument("--appearance", choices=list(APPEARANCE), default=appearance,
+                        help="appearance randomization: plain (the original assets), train (the training ranges) or "
+                             f"shifted (ranges outside them, evaluation only); default {appearance}")
+    parser.add_argument("--phrasing", choices=list(PHRASINGS), default=phrasing,
+                        help="instruction phrasing: plain (the task templates), train (the grammar's training part) or "
+                             f"heldout (words and templates training never draws); default {phrasing}")

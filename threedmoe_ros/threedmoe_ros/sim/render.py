@@ -44,7 +44,8 @@ def _arrows(ax, plan: np.ndarray) -> None:
         ax.text(mid[1], mid[0] + 0.015, str(k + 1), color="black", fontsize=10, ha="center", weight="bold")
 
 
-def render_png(task: str, seed: int, out: Path, plan: np.ndarray | None = None, unseen: bool = False) -> dict:
+def render_png(task: str, seed: int, out: Path, plan: np.ndarray | None = None, unseen: bool = False,
+               appearance: str = "plain", phrasing: str = "plain") -> dict:
     """Write the PNG; returns the episode's info after executing the plan."""
     import matplotlib
 
@@ -54,7 +55,8 @@ def render_png(task: str, seed: int, out: Path, plan: np.ndarray | None = None, 
     from threedmoe_ros.sim.cameras import default_cameras
     from threedmoe_ros.sim.env import EnvConfig, TabletopEnv
 
-    config = EnvConfig(task=task, unseen_colors=unseen, cameras=default_cameras(*RENDER_RESOLUTION))
+    config = EnvConfig(task=task, unseen_colors=unseen, cameras=default_cameras(*RENDER_RESOLUTION),
+                       appearance=appearance, phrasing=phrasing)
     with TabletopEnv(config) as env:
         _, info = env.reset(seed)
         plan = env.oracle_plan() if plan is None else plan
@@ -83,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
     parser.add_argument("--plan", type=Path, help=".npy file with a (T, 2, 7) plan (default: the oracle's)")
     parser.add_argument("--unseen-colors", action="store_true", help="draw colours from the held-out split")
+    from threedmoe_ros.sim.env import add_split_arguments
+
+    add_split_arguments(parser, appearance="plain", phrasing="plain")
     args = parser.parse_args(argv)
     if args.task not in TASKS:
         parser.error(f"unknown task '{args.task}'; known tasks: {', '.join(TASKS)}")
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"cannot read plan {args.plan}: {exc}")
         if plan.ndim != 3 or plan.shape[1:] != (2, 7):
             parser.error(f"plan {args.plan} has shape {plan.shape}; expected (T, 2, 7)")
-    info = render_png(args.task, args.seed, args.out, plan, args.unseen_colors)
+    info = render_png(args.task, args.seed, args.out, plan, args.unseen_colors, args.appearance, args.phrasing)
     print(f"wrote {args.out}: {info['instruction']!r}, reward {info['reward']:.2f}, reason {info['reason'] or 'running'}")
     return 0
 
