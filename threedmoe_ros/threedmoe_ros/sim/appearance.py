@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from threedmoe_ros.sim.assets import COLORS, TABLE_COLOR
+
 LOOK_STREAM = 0x100C  # the look's seed sequence: [episode seed, LOOK_STREAM, task.stream]
 NOISE_STREAM = 0x401E  # [episode seed, NOISE_STREAM, task.stream, observation index]: depth noise and dropout
 
@@ -201,8 +203,6 @@ class Look:
 
     def rgb(self, color: str) -> tuple[float, float, float]:
         """The shade of a colour name in this episode (one shade per name, so 'same colour' stays true)."""
-        from threedmoe_ros.sim.assets import COLORS
-
         if color not in self.shades:
             self.shades[color] = _offset(COLORS[color], self.config.shade.draw(self.rng), self.rng)
         return self.shades[color]
@@ -237,8 +237,6 @@ def _offset(rgb, distance: float, rng: np.random.Generator) -> tuple[float, floa
 def sample_look(config: AppearanceConfig, rng: np.random.Generator, n_cameras: int = 3) -> Look:
     """Draw one episode's look. Episode-wide values are drawn first, in a fixed order, so a seed
     always gives the same look; per-object values continue from `rng` as the task builds."""
-    from threedmoe_ros.sim.assets import TABLE_COLOR
-
     table = _offset(TABLE_COLOR, config.table_shade.draw(rng), rng)
     azimuth = rng.uniform(0, 2 * math.pi)
     elevation = math.radians(config.light_elevation.draw(rng))
