@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from threedmoe_ros.data.collect import seed_for
-from threedmoe_ros.eval.failures import breakdown, failure_kind, judge_step
+from threedmoe_ros.eval.failures import breakdown, failure_kind, judge_step, oracle_steps
 from threedmoe_ros.eval.report import markdown, write_report
 from threedmoe_ros.types import Cloud, EpisodeOutcome
 from threedmoe_ros.validation import InputError
@@ -48,12 +48,13 @@ def run_episode(env, planner, seed: int, k: int, sampling_steps: int, plan_seed:
         else:
             times.append(result.total_ms)
             poses = result.poses[:k] if k > 0 else result.poses
-        remaining = len(env.oracle_plan())
+        before = oracle_steps(env)
         verdict = judge_step(env, poses[0]) if len(poses) else ""
         obs, _, terminated, truncated, info = env.step(poses)
+        after = oracle_steps(env)
         if info["reason"] == "invalid_plan":
             verdict = ""  # refused by the simulator, nothing moved: it counts as "stopped" if it ends the episode
-        elif len(poses) and not verdict and len(env.oracle_plan()) >= remaining:
+        elif len(poses) and not verdict and before is not None and (after is None or len(after) >= len(before)):
             verdict = "imprecise"  # the right step, and the task came no nearer to done
         verdicts.append(verdict)
         if terminated or truncated:

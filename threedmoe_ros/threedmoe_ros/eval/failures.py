@@ -41,11 +41,21 @@ def _looks(env, index: int) -> tuple:
     return (obj.kind, obj.color, obj.size, obj.distractor)
 
 
+def oracle_steps(env) -> np.ndarray | None:
+    """The oracle's remaining plan, or None where a policy has led the scene into a state the oracle
+    cannot finish (a zone crowded with wrong blocks): such a state is judged by the steps before it."""
+    try:
+        return env.oracle_plan()
+    except RuntimeError:
+        return None
+
+
 def judge_step(env, step: np.ndarray) -> str:
-    """'' when `step` (2, 7) does what the oracle's next step does from the current state, else its mistake."""
-    oracle = env.oracle_plan()
-    if len(oracle) == 0:
-        return ""  # done already: whatever the step does, the episode is scored on the state
+    """'' when `step` (2, 7) does what the oracle's next step does from the current state (or no oracle
+    step exists to compare with), else its mistake."""
+    oracle = oracle_steps(env)
+    if oracle is None or len(oracle) == 0:
+        return ""  # done already (the episode is scored on the state), or nothing to compare with
     want = _object_at(env, oracle[0, 0], ("block",))
     got = _object_at(env, step[0], ("block", "bowl"))
     if got < 0 or want < 0 or _looks(env, got) != _looks(env, want):
