@@ -77,10 +77,12 @@ def summarize(done: dict) -> dict:
         items = record["outcomes"]
         n, s = len(items), sum(o["success"] for o in items)
         entry["tasks"][record["task"]] = {"episodes": n, "success_rate": s / n, "ci95": wilson_interval(s, n)}
+        family = entry.setdefault("failures_by_family", {}).setdefault(TASKS[record["task"]].family, {})
         for o in items:
             if not o["success"]:
                 kind = o["extra"].get("failure", "")
                 entry["failures"][kind] = entry["failures"].get(kind, 0) + 1
+                family[kind] = family.get(kind, 0) + 1
     for policy in out.values():
         for entry in policy.values():
             families: dict = {}
@@ -91,6 +93,8 @@ def summarize(done: dict) -> dict:
                 s = sum(round(r["success_rate"] * r["episodes"]) for r in rs)
                 entry["families"][family] = {"episodes": n, "success_rate": s / n, "ci95": wilson_interval(s, n)}
             entry["failures"] = {k: entry["failures"].get(k, 0) for k in FAILURE_KINDS}
+            entry["failures_by_family"] = {f: {k: c.get(k, 0) for k in FAILURE_KINDS}
+                                           for f, c in entry["failures_by_family"].items()}
     return out
 
 
@@ -165,13 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        record = {"policies": policies, "splits": {s: SPLITS[s] for s in args.splits},
+                  "seeds_per_family": args.seeds_per_family, "long_horizon": args.long_horizon,
+                  "jobs": done, "summary": summarize(done)}
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
+
     with mp.get_context("spawn").Pool(args.workers) as pool:
         for result in tqdm(pool.imap_unordered(_job, todo), total=len(todo), unit="job"):
             done[key((result["policy"], None, result["split"], result["task"], len(result["outcomes"])))] = result
-            record = {"policies": policies, "splits": {s: SPLITS[s] for s in args.splits},
-                      "seeds_per_family": args.seeds_per_family, "long_horizon": args.long_horizon,
-                      "jobs": done, "summary": summarize(done)}
-            args.out.write_text(json.dumps(record, indent=1) + "\n")
+            save()
+    save()  # also when every job was done before: the summary follows this code
     summary = summarize(done)
     plot(summary, args.out.with_suffix(".png"))
     for policy, splits in summary.items():
