@@ -139,13 +139,22 @@ def test_fields_it_does_not_use_are_ignored_and_data_may_be_a_list_or_array():
         np.testing.assert_array_equal(pointcloud2.decode(msg).xyz, xyz)
 
 
-def test_overlapping_and_unaligned_fields_read_in_place():
-    """x at offset 1 (unaligned), y and z reading the same bytes: allowed by the message, decoded as laid out."""
-    point = np.zeros(2, dtype=np.dtype({"names": ["x", "y"], "formats": ["<f4", "<f4"], "offsets": [1, 5], "itemsize": 9}))
-    point["x"], point["y"] = [1.5, 2.5], [3.5, 4.5]
-    msg = as_msg(dict(height=1, width=2, is_bigendian=False, point_step=9, row_step=18, data=point.tobytes(), is_dense=True,
-                      fields=[Field("x", 1, FLOAT32), Field("y", 5, FLOAT32), Field("z", 5, FLOAT32)]))
-    np.testing.assert_array_equal(pointcloud2.decode(msg).xyz, [[1.5, 3.5, 3.5], [2.5, 4.5, 4.5]])
+def test_unaligned_fields_read_in_place_and_overlapping_ones_are_refused():
+    """x at offset 1 (unaligned) decodes as laid out; y and z reading the same bytes would put every
+    point on a line, so the cloud is refused with the names of the fields that overlap."""
+    point = np.zeros(2, dtype=np.dtype({"names": ["x", "y", "z"], "formats": ["<f4"] * 3, "offsets": [1, 5, 9],
+                                        "itemsize": 13}))
+    point["x"], point["y"], point["z"] = [1.5, 2.5], [3.5, 4.5], [5.5, 6.5]
+    fields = [Field("x", 1, FLOAT32), Field("y", 5, FLOAT32), Field("z", 9, FLOAT32)]
+    msg = as_msg(dict(height=1, width=2, is_bigendian=False, point_step=13, row_step=26, data=point.tobytes(),
+                      is_dense=True, fields=fields))
+    np.testing.assert_array_equal(pointcloud2.decode(msg).xyz, [[1.5, 3.5, 5.5], [2.5, 4.5, 6.5]])
+    msg.fields = [Field("x", 1, FLOAT32), Field("y", 5, FLOAT32), Field("z", 7, FLOAT32)]
+    with pytest.raises(InputError, match="fields 'y' and 'z' overlap"):
+        pointcloud2.decode(msg)
+    msg.fields = [Field("x", 0, FLOAT32), Field("y", 0, FLOAT32), Field("z", 0, FLOAT32)]
+    with pytest.raises(InputError, match="overlap"):
+        pointcloud2.decode(msg)
 
 
 @pytest.mark.parametrize("mutate, message", [

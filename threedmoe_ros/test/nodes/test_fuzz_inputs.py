@@ -88,6 +88,7 @@ def malformed_clouds() -> list[tuple[str, callable, str]]:
     mutate("no z", lambda m: setattr(m, "fields", [f for f in m.fields if f.name != "z"]), "no field(s) z")
     mutate("no fields", lambda m: setattr(m, "fields", []), "no field(s) x, y, z")
     mutate("x twice", lambda m: m.fields.append(PointField(name="x", offset=4, datatype=7, count=1)), "2 fields named 'x'")
+    mutate("x, y and z all at offset 0", lambda m: [setattr(field(m, c), "offset", 0) for c in "xyz"], "overlap")
 
     # Endianness flag lies: little-endian bytes flagged big-endian, and the reverse.
     mutate("little-endian data flagged big-endian", lambda m: setattr(m, "is_bigendian", True), "")

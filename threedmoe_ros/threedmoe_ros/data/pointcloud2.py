@@ -110,6 +110,14 @@ def _decode(msg, max_points: int) -> Cloud:
         if offset < 0 or offset + size > point_step:
             raise InputError(f"field '{name}' (offset {offset}, {size} bytes) does not fit in point_step {point_step}")
         by_name[name] = (datatype, offset)
+    # Fields that share bytes (x, y and z all at offset 0) would decode every point onto a line:
+    # a layout the message type allows but no sensor writes, so it is refused, not planned on.
+    spans = sorted((offset, offset + np.dtype(DATATYPES[datatype]).itemsize, name)
+                   for name, (datatype, offset) in by_name.items())
+    for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+        if start < end:
+            raise InputError(f"PointCloud2 fields '{first}' and '{second}' overlap (bytes {start}–{end - 1} of each "
+                             "point); every field needs bytes of its own")
 
     def column(name: str, base: str | None = None) -> np.ndarray:
         """(n,) values of one field, read in place through strides: any offset, padding or row_step."""
