@@ -111,3 +111,15 @@ def test_help_names_the_command_and_does_nothing_else(name, capsys):
     assert exit_.value.code == 0 and out.startswith(f"usage: {name} ")
     if name == "threedmoe-train-stage2":
         assert "Stage II" in out.split("options:")[0] and "Stage I of 3D-MoE" not in out
+
+
+@pytest.mark.parametrize("name", ["threedmoe-render", "threedmoe-collect", "threedmoe-eval-closed-loop"])
+def test_simulator_commands_print_only_their_usage(name):
+    """pybullet prints its build time when imported; a command's --help shows its usage and nothing else."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = subprocess.run([str(Path(sys.executable).parent / name), "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith(f"usage: {name} ")
+    assert "pybullet" not in run.stdout + run.stderr, run.stderr
