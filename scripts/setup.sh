@@ -20,6 +20,19 @@ hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 fresh() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 stamp() { echo "$2" > "$STAMPS/$1"; }
 
+# 0. Python 3.11: the lock's wheels (ROS 2 Jazzy from PyPI, torch, open3d) are built for it.
+check_python() {  # INTERPRETER WHAT
+  local version
+  version=$("$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || {
+    echo "setup: $2 '$1' does not run; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+  if [ "$version" != "3.11" ]; then
+    echo "setup: $2 '$1' is Python $version; the pinned wheels need Python 3.11." >&2
+    echo "       Install it and run: make setup PYTHON=/path/to/python3.11 (or remove $VENV first)" >&2
+    exit 1
+  fi
+}
+if [ -x "$py" ]; then check_python "$py" "the venv's python"; else check_python "$PYTHON" "PYTHON"; fi
+
 # 1. System libraries: open3d's wheel links libusb-1.0 (Debian package libusb-1.0-0).
 # Read the cache into a variable first: `ldconfig -p | grep -q` fails under pipefail when grep
 # exits at the first match and ldconfig dies of SIGPIPE (exit 141), which looked like "missing".

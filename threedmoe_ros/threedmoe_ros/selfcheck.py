@@ -12,7 +12,8 @@ import sys
 import time
 
 MODULES = [
-    "numpy", "torch", "transformers", "peft", "accelerate", "safetensors", "gguf", "pybullet",
+    "numpy", "torch", "transformers", "peft", "accelerate", "safetensors", "gguf",
+    "threedmoe_ros.sim",  # pybullet, imported without its build-time line
     "open3d", "rosbags", "transforms3d", "yaml", "tqdm", "matplotlib",
     "rclpy", "sensor_msgs.msg", "geometry_msgs.msg", "visualization_msgs.msg", "rosgraph_msgs.msg",
     "tf2_msgs.msg", "threedmoe_msgs.msg", "threedmoe_msgs.action",
