@@ -123,3 +123,18 @@ def test_simulator_commands_print_only_their_usage(name):
     run = subprocess.run([str(Path(sys.executable).parent / name), "--help"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.startswith(f"usage: {name} ")
     assert "pybullet" not in run.stdout + run.stderr, run.stderr
+
+
+def test_readme_planner_example_runs_as_written():
+    """The README's Python example of the Planner, copied out of README.md and run on a fresh checkout."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "Planner.from_pretrained" in b)
+    code = "\n".join(line[2:] if line.startswith("  ") else line for line in block.splitlines())
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own documentation
+    result = scope["result"]
+    assert result.poses.ndim == 3 and result.poses.shape[1:] == (2, 7) and len(result.poses) >= 1
+    assert result.problem == ""
