@@ -16,20 +16,21 @@ def outcome(success: bool, reason: str) -> EpisodeOutcome:
 def test_oracle_step_is_right_and_other_objects_or_places_are_named():
     with TabletopEnv(EnvConfig(task="put-block-in-bowl", observe=False)) as env:
         env.reset(2_000_001)
-        step = env.oracle_plan()[0].copy()
-        assert judge_step(env, step) == ""
+        oracle = env.oracle_plan()
+        step = oracle[0].copy()
+        assert judge_step(env, step, oracle) == ""
         objects, poses = env.scene.objects, env.scene.poses()
         picked = min(range(len(objects)), key=lambda i: np.linalg.norm(poses[i].position[:2] - step[0, :2]))
         other_block = next(i for i, o in enumerate(objects) if o.kind == "block" and o.color != objects[picked].color)
         wrong_pick = step.copy()
         wrong_pick[0, :2] = poses[other_block].position[:2]
-        assert judge_step(env, wrong_pick) == "wrong object"
+        assert judge_step(env, wrong_pick, oracle) == "wrong object"
         target_bowl = min((i for i, o in enumerate(objects) if o.kind == "bowl"),
                           key=lambda i: np.linalg.norm(poses[i].position[:2] - step[1, :2]))
         other_bowl = next(i for i, o in enumerate(objects) if o.kind == "bowl" and o.color != objects[target_bowl].color)
         wrong_place = step.copy()
         wrong_place[1, :2] = poses[other_bowl].position[:2]
-        assert judge_step(env, wrong_place) == "wrong place"
+        assert judge_step(env, wrong_place, oracle) == "wrong place"
 
 
 def test_episode_is_named_by_its_first_mistake_then_by_how_it_ended():

@@ -49,7 +49,7 @@ def run_episode(env, planner, seed: int, k: int, sampling_steps: int, plan_seed:
             times.append(result.total_ms)
             poses = result.poses[:k] if k > 0 else result.poses
         before = oracle_steps(env)
-        verdict = judge_step(env, poses[0]) if len(poses) else ""
+        verdict = judge_step(env, poses[0], before) if len(poses) else ""
         obs, _, terminated, truncated, info = env.step(poses)
         after = oracle_steps(env)
         if info["reason"] == "invalid_plan":

@@ -23,10 +23,10 @@ FAILURE_KINDS = ("wrong object", "wrong place", "imprecise", "stopped", "step li
 PLACE_TOLERANCE = 0.03  # m; an open-table place this far from the oracle's is another place
 
 
-def _object_at(env, xy: np.ndarray, kinds: tuple[str, ...], exclude: int = -1) -> int:
+def _object_at(objects, poses, xy: np.ndarray, kinds: tuple[str, ...], exclude: int = -1) -> int:
     """Index of the object whose footprint holds `xy` (nearest centre first), or -1."""
     best, best_d = -1, np.inf
-    for i, (obj, pose) in enumerate(zip(env.scene.objects, env.scene.poses())):
+    for i, (obj, pose) in enumerate(zip(objects, poses)):
         if i == exclude or obj.kind not in kinds:
             continue
         d = float(np.linalg.norm(pose.position[:2] - xy[:2]))
@@ -36,8 +36,7 @@ def _object_at(env, xy: np.ndarray, kinds: tuple[str, ...], exclude: int = -1) -
     return best
 
 
-def _looks(env, index: int) -> tuple:
-    obj = env.scene.objects[index]
+def _looks(obj) -> tuple:
     return (obj.kind, obj.color, obj.size, obj.distractor)
 
 
@@ -50,22 +49,23 @@ def oracle_steps(env) -> np.ndarray | None:
         return None
 
 
-def judge_step(env, step: np.ndarray) -> str:
-    """'' when `step` (2, 7) does what the oracle's next step does from the current state (or no oracle
-    step exists to compare with), else its mistake."""
-    oracle = oracle_steps(env)
+def judge_step(env, step: np.ndarray, oracle: np.ndarray | None) -> str:
+    """'' when `step` (2, 7) does what `oracle` (oracle_steps from the current state) does next, or
+    when there is no oracle step to compare with; else its mistake."""
     if oracle is None or len(oracle) == 0:
         return ""  # done already (the episode is scored on the state), or nothing to compare with
-    want = _object_at(env, oracle[0, 0], ("block",))
-    got = _object_at(env, step[0], ("block", "bowl"))
-    if got < 0 or want < 0 or _looks(env, got) != _looks(env, want):
+    objects, poses = env.scene.objects, env.scene.poses()
+    want = _object_at(objects, poses, oracle[0, 0], ("block",))
+    got = _object_at(objects, poses, step[0], ("block", "bowl"))
+    if got < 0 or want < 0 or _looks(objects[got]) != _looks(objects[want]):
         return "wrong object"
-    want_under = _object_at(env, oracle[0, 1], ("block", "bowl", "zone"), exclude=want)
-    got_under = _object_at(env, step[1], ("block", "bowl", "zone"), exclude=got)
+    places = ("block", "bowl", "zone")
+    want_under = _object_at(objects, poses, oracle[0, 1], places, exclude=want)
+    got_under = _object_at(objects, poses, step[1], places, exclude=got)
     if want_under < 0 and got_under < 0:
         if np.linalg.norm(step[1, :2] - oracle[0, 1, :2]) > PLACE_TOLERANCE:
             return "wrong place"
-    elif want_under < 0 or got_under < 0 or _looks(env, got_under) != _looks(env, want_under):
+    elif want_under < 0 or got_under < 0 or _looks(objects[got_under]) != _looks(objects[want_under]):
         return "wrong place"
     return ""
 

@@ -73,9 +73,9 @@ class SimBridgeNode(Node):
         if p["mode"] not in MODES:
             raise ValueError(f"parameter mode={p['mode']!r} is not one of {MODES}")
         from threedmoe_ros.sim.appearance import appearance
-        from threedmoe_ros.sim.phrasing import phrasing_for
+        from threedmoe_ros.sim.phrasing import check_phrasing
 
-        appearance(p["appearance"]), phrasing_for(p["phrasing"], [0])  # raise ValueError naming the known splits
+        appearance(p["appearance"]), check_phrasing(p["phrasing"])  # raise ValueError naming the known splits
         self.params = p
         self.episodes = episode_list(list(p["tasks"]), p["seed_start"], p["episodes"], list(p["colors"]))
 

@@ -29,7 +29,7 @@ import pybullet as p
 from threedmoe_ros.sim import assets
 from threedmoe_ros.sim.appearance import APPEARANCE, LOOK_STREAM, NOISE_STREAM, AppearanceConfig, Look, appearance, sample_look
 from threedmoe_ros.sim.cameras import CameraConfig, FusionConfig, default_cameras, downsample, fuse, heightmap, render
-from threedmoe_ros.sim.phrasing import PHRASINGS, phrasing_for
+from threedmoe_ros.sim.phrasing import PHRASINGS, check_phrasing, phrasing_for
 from threedmoe_ros.sim.oracle import oracle_plan
 from threedmoe_ros.sim.primitive import PrimitiveConfig, go_home, pick_place, settle
 from threedmoe_ros.sim.robot import Arm, Robot
@@ -78,11 +78,15 @@ class EnvConfig:
     phrasing: str = "plain"
     """Instruction phrasing split (sim/phrasing.py): "plain" (the task's own templates), "train" or "heldout"."""
 
+    @property
+    def appearance_name(self) -> str:
+        return "plain" if self.appearance is None else self.appearance.name
+
     def __post_init__(self) -> None:
         get_task(self.task)  # raises KeyError naming the known tasks
         if isinstance(self.appearance, str):
             self.appearance = appearance(self.appearance)  # raises ValueError naming the known splits
-        phrasing_for(self.phrasing, [0])  # raises ValueError naming the known splits
+        check_phrasing(self.phrasing)
         if not self.cameras:
             raise ValueError("EnvConfig.cameras is empty; an observation needs at least one camera")
         if not 0 < self.timestep <= 0.02:
@@ -269,9 +273,7 @@ class TabletopEnv:
         self.robot = Robot(c, cfg.timestep, self.arm)
         self.scene = Scene(c, rng, cfg.unseen_colors, self.look, phrasing_for(cfg.phrasing, [self.seed, self.task.stream]))
         self.episode = self.task.build(self.scene)
-        if self.look is not None:
-            zones = [self.scene.zone_region(i) for i, o in enumerate(self.scene.objects) if o.kind == "zone"]
-            self.scene.add_distractors(self.task.distractors, avoid=self.episode.keep_out + zones)
+        self.scene.add_distractors(self.task.distractors, avoid=self.episode.keep_out)
         self.cameras = cfg.cameras if self.look is None else _jittered(cfg.cameras, self.look)
         self.observations = 0
         settle(self.robot, self.scene.movable, 1.0)
@@ -309,7 +311,7 @@ class TabletopEnv:
             "family": self.task.family,
             "seed": self.seed,
             "unseen_colors": self.config.unseen_colors,
-            "appearance": "plain" if self.config.appearance is None else self.config.appearance.name,
+            "appearance": self.config.appearance_name,
             "phrasing": self.config.phrasing,
             "instruction": self.episode.instruction,
             "steps_taken": self.steps_taken,
@@ -336,8 +338,7 @@ class TabletopEnv:
             unseen_colors=self.config.unseen_colors, steps_taken=self.steps_taken, reward=self.reward,
             success=self.reward >= 1.0 and reason == SUCCESS, reason=reason, detail=detail,
             extra={"sim_time_s": self.robot.time, "step_limit": self.step_limit,
-                   "appearance": "plain" if self.config.appearance is None else self.config.appearance.name,
-                   "phrasing": self.config.phrasing},
+                   "appearance": self.config.appearance_name, "phrasing": self.config.phrasing},
         )
 
     def _finish(self, reason: str, detail: str) -> None:

@@ -119,9 +119,15 @@ class Phrasing:
         return text + end
 
 
+def check_phrasing(split: str) -> str:
+    """`split` when it names a phrasing split; ValueError naming the known ones."""
+    if split not in PHRASINGS:
+        raise ValueError(f"unknown phrasing split '{split}'; known: {', '.join(PHRASINGS)}")
+    return split
+
+
 def phrasing_for(split: str, seed: list[int]) -> Phrasing | None:
     """The phrasing of an episode: None for `plain`, else its own stream seeded by `seed` (the episode's
     seed and its task's stream number)."""
-    if split not in PHRASINGS:
-        raise ValueError(f"unknown phrasing split '{split}'; known: {', '.join(PHRASINGS)}")
+    check_phrasing(split)
     return None if split == "plain" else Phrasing(split, np.random.default_rng([*seed, PHRASING_STREAM]))

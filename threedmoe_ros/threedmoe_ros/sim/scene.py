@@ -176,9 +176,10 @@ class Scene:
 
     def add_distractors(self, kinds: tuple[str, ...], avoid: list[Region] = ()) -> None:
         """The look's distractor objects: kinds the task allows, in colours no object of the scene has,
-        outside `avoid` (goal zones and areas). One that finds no room is left out."""
+        outside `avoid` (goal areas) and every zone. One that finds no room is left out."""
         if self.look is None or not kinds or not self.look.distractors:
             return
+        avoid = list(avoid) + [self.zone_region(i) for i, o in enumerate(self.objects) if o.kind == "zone"]
         used = {o.color for o in self.objects}
         free = [c for c in self.colors if c not in used]
         if not free:
