@@ -48,7 +48,10 @@ ENCODERS: dict[str, tuple[type, Callable[[Any], ConditionEncoder]]] = {
 
 
 # Encoders registered on first use, so a policy with the light encoder never imports transformers.
-LAZY_ENCODERS = {"3dmoe": ("threedmoe_ros.models.mm_llm", "MMLLMConfig", "ThreeDMoELLM")}
+LAZY_ENCODERS = {
+    "3dmoe": ("threedmoe_ros.models.mm_llm", "MMLLMConfig", "ThreeDMoELLM"),
+    "lm": ("threedmoe_ros.models.lm_condition", "LMConditionConfig", "LMConditionEncoder"),
+}
 
 
 def encoder_entry(name: str) -> tuple[type, Callable[[Any], ConditionEncoder]]:
@@ -168,9 +171,12 @@ class Policy(nn.Module):
     # ----- training -----------------------------------------------------------------------------
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """batch: clouds list[Cloud], instructions list[str], plan (B, T, 2, 7), valid (B, T) bool → (loss, info).
-        A batch may carry the encoder's output as `condition` instead (a frozen encoder's, computed once)."""
+        A batch may carry the encoder's output as `condition` instead (a frozen encoder's, computed once), or
+        `encoder_inputs`, what an encoder with a frozen part returned from `precompute` for each sample."""
         if "condition" in batch:
             cond = self.normalize_condition(Condition(*(None if x is None else x.to(self.device) for x in batch["condition"])))
+        elif "encoder_inputs" in batch:  # the encoder's frozen part, precomputed once per sample
+            cond = self.normalize_condition(Condition.of(self.encoder.encode(batch["encoder_inputs"], batch["instructions"])))
         else:
             cond = self.condition(batch["clouds"], batch["instructions"])
         plan = batch["plan"].to(self.device, torch.float32)

