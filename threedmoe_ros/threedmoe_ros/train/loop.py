@@ -316,6 +316,8 @@ def fit(cfg: LoopConfig, model: nn.Module, dataset: Dataset, collate: Callable[[
                 # Warm the average up (1 − 1/(step+10) early on) so early checkpoints are not the init.
                 decay = min(cfg.ema_decay, 1 - 1 / (step + 10))
                 for n, p in zip(names, params):
+                    if ema[n].device != p.device:  # built before the model moved to its device (a GPU)
+                        ema[n] = ema[n].to(p.device)
                     ema[n].lerp_(p.detach().float(), 1 - decay)
         step += 1
         bar.update(1)
