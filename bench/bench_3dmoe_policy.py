@@ -14,7 +14,7 @@ run that does not fit.
     python bench/bench_3dmoe_policy.py --data data_out/probe3 --encoders stage0=runs/stage0/checkpoint \\
         stage2=runs/table1/stage2_moe-e4-top2/checkpoint --steps 1500 --episodes 30
 
-Writes bench/results/policy_3dmoe.json after every variant; a finished run directory is not trained again.
+Writes bench/results/policy_3dmoe_frozen_llm.json after every variant; a finished run directory is not trained again.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", help="variant also sampled with 1, 2 and 10 RF steps")
     p.add_argument("--joint", action="store_true", help="time the joint regime's steps for the first encoder")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_3dmoe")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "policy_3dmoe.json")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "policy_3dmoe_frozen_llm.json")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     encoders = dict(e.split("=", 1) for e in args.encoders)

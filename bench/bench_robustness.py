@@ -132,7 +132,7 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from threedmoe_ros.checkpoints import DEFAULT_POLICY
+    from threedmoe_ros.checkpoints import policy_path
     from threedmoe_ros.sim.tasks import tasks_in_family
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     policies = {}
     for item in args.policy:
         name, _, path = item.partition("=")
-        policies[name] = path or str(DEFAULT_POLICY)
+        policies[name] = policy_path(path)
         if not (Path(policies[name]) / "config.json").is_file():
             parser.error(f"--policy {item}: {policies[name]} holds no config.json")
     jobs = []

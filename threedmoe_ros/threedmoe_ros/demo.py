@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from threedmoe_ros.bringup import run
-from threedmoe_ros.checkpoints import DEFAULT_POLICY
+from threedmoe_ros.checkpoints import policy_path
 from threedmoe_ros.profiles import ProfileError, load_profile
 
 TASKS = ["put-block-in-zone", "put-block-in-bowl", "stack-blocks"]
@@ -28,10 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="threedmoe-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=None,
                         help="episodes per task (default: config/sim_eval.yaml's, 2)")
-    parser.add_argument("--checkpoint", default=str(DEFAULT_POLICY), help="policy checkpoint directory")
+    parser.add_argument("--checkpoint", default="default", help="policy checkpoint directory, or a shipped policy by name (default, light)")
     parser.add_argument("--out", default="runs/demo", help="where the success table goes")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
     args = parser.parse_args(argv)
+    args.checkpoint = policy_path(args.checkpoint)
     if not (Path(args.checkpoint) / "model.safetensors").is_file():
         print(f"demo: no policy checkpoint in {args.checkpoint}; train one with "
               "`threedmoe-train-pose-dit` or pass --checkpoint", file=sys.stderr)

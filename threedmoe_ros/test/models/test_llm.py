@@ -64,3 +64,25 @@ def test_smollm2_loads_offline_from_the_pip_package():
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_smollm2_conversion_is_kept_and_loads_the_same_model(tmp_path, monkeypatch):
+    """The GGUF's conversion is written once under $THREEDMOE_CACHE; the next load reads it (a second,
+    not ~25 s) and gives the same logits and tokens. A torn conversion is converted again."""
+    from threedmoe_ros.models.llm import converted_dir
+
+    monkeypatch.setenv("THREEDMOE_CACHE", str(tmp_path))
+    first, tok = load_llm("smollm2-135m")
+    kept = converted_dir(smollm2_gguf_path())
+    assert kept.parent == tmp_path and (kept / "model.safetensors").is_file()
+    second, tok2 = load_llm("smollm2-135m")
+    ids = tok("Put the red block in the blue bowl.", return_tensors="pt")["input_ids"]
+    assert ids.tolist() == tok2("Put the red block in the blue bowl.", return_tensors="pt")["input_ids"].tolist()
+    assert tok.chat_template == tok2.chat_template
+    with torch.no_grad():
+        assert torch.equal(first(ids).logits, second(ids).logits)
+    (kept / "model.safetensors").write_bytes(b"torn")
+    third, _ = load_llm("smollm2-135m")
+    with torch.no_grad():
+        assert torch.equal(first(ids).logits, third(ids).logits)
+    assert (kept / "model.safetensors").stat().st_size > 100_000_000  # written again

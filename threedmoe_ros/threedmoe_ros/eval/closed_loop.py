@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from threedmoe_ros.sim.tasks import resolve_tasks
 
     parser = argparse.ArgumentParser(prog="threedmoe-eval-closed-loop", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default=None, help="policy checkpoint directory (default: the embedded default)")
+    parser.add_argument("--checkpoint", default=None, help="policy checkpoint directory, or a shipped policy by name: default (the default), light")
     parser.add_argument("--tasks", nargs="+", default=["zone", "bowl", "stacking"], help="task or family names")
     parser.add_argument("--episodes", type=int, default=100, help="episodes per task and colour split")
     parser.add_argument("--colors", nargs="+", default=["seen", "unseen"], choices=["seen", "unseen"])
@@ -147,12 +147,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from threedmoe_ros.checkpoints import DEFAULT_POLICY
+    from threedmoe_ros.checkpoints import policy_path
     from threedmoe_ros.planner import Planner
     from threedmoe_ros.policy import CheckpointError
 
     torch.set_num_threads(1)
-    checkpoint = args.checkpoint or str(DEFAULT_POLICY)
+    checkpoint = policy_path(args.checkpoint)
     try:
         planner = Planner.from_pretrained(checkpoint, refine=args.refine)
     except CheckpointError as exc:

@@ -13,6 +13,7 @@ that names the path.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,9 +126,13 @@ def load_llm(preset: str = "smollm2-135m", path: str | Path | None = None, dtype
             model = LlamaForCausalLM(tiny_config(len(tokenizer))).to(dtype)
     elif preset == "smollm2-135m":
         gguf = smollm2_gguf_path()
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
-                                                     dtype=dtype)
+        model, tokenizer = _load_converted(converted_dir(gguf), dtype)
+        if model is None:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
+                                                         dtype=torch.float32)
+            _save_converted(model, tokenizer, converted_dir(gguf))
+            model = model.to(dtype)
     else:
         if path is None:
             raise ValueError("preset 'llama-3.2-1b' needs `path`: a local directory with the Llama 3.2 1B "
@@ -142,6 +147,51 @@ def load_llm(preset: str = "smollm2-135m", path: str | Path | None = None, dtype
         tokenizer.pad_token = tokenizer.eos_token  # Llama 3.2 ships without one; padding is masked anyway
     model.eval()
     return model, tokenizer
+
+
+def converted_dir(gguf: Path) -> Path:
+    """Where the GGUF's conversion to Hugging Face files (float32 safetensors + tokenizer) is kept, named by
+    the file's size and time, under $THREEDMOE_CACHE (default ~/.cache/threedmoe_ros). Loading it takes
+    about a second; converting the GGUF about 25 s, most of it rebuilding the tokenizer from its vocabulary."""
+    root = Path(os.environ.get("THREEDMOE_CACHE") or Path.home() / ".cache" / "threedmoe_ros")
+    stat = gguf.stat()
+    return root / f"{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def _load_converted(directory: Path, dtype: torch.dtype):
+    """(model, tokenizer) from a conversion directory, or (None, None) when there is none or it is unreadable."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (directory / "model.safetensors").is_file():
+        return None, None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
+    except (OSError, ValueError, RuntimeError):  # torn or foreign: convert again
+        return None, None
+    return model, tokenizer
+
+
+def _save_converted(model: nn.Module, tokenizer, directory: Path) -> None:
+    """Keep a conversion for the next load; written beside and renamed, and skipped where it cannot be written."""
+    import shutil
+    import tempfile
+
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=directory.name + ".tmp"))
+        from safetensors.torch import save_model
+
+        # save_pretrained refuses a model read from GGUF (it counts as quantized): write the weights and config.
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(directory, ignore_errors=True)  # a torn one
+        tmp.replace(directory)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True) if "tmp" in locals() else None
 
 
 def apply_lora(model: nn.Module, settings: LoRASettings):

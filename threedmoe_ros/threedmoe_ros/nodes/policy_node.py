@@ -128,7 +128,7 @@ def guarded(topic: str):
 class PolicyNode(LifecycleNode):
     def __init__(self, name: str = "policy", **kwargs):
         super().__init__(name, **kwargs)
-        self.declare_parameter("checkpoint", "", doc("policy checkpoint directory; empty = the embedded default"))
+        self.declare_parameter("checkpoint", "", doc("policy checkpoint directory, or a shipped policy by name: default (empty), light"))
         self.declare_parameter("device", "cpu", doc("torch device: cpu, cuda, cuda:1 ..."))
         self.declare_parameter("dtype", "float32", doc(
             "float32, bfloat16 or float16: the Pose-DiT head's arithmetic (encoders and decoding stay float32); "
@@ -186,7 +186,7 @@ class PolicyNode(LifecycleNode):
                                           frames=tuple(p["frames"]))
             except (TypeError, ValueError) as exc:
                 raise ConfigureError(f"cloud limits: {exc}") from None
-            path = p["checkpoint"] or self._default_checkpoint()
+            path = self._checkpoint_path(p["checkpoint"])
             self.planner = self._load(path, p)
         except Exception as exc:  # noqa: BLE001 - any failure is a configure failure, reported with its reason
             reason = str(exc) if isinstance(exc, ConfigureError) else f"{type(exc).__name__}: {exc}"
@@ -225,10 +225,10 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     @staticmethod
-    def _default_checkpoint() -> str:
-        from threedmoe_ros.checkpoints import DEFAULT_POLICY
+    def _checkpoint_path(name_or_path: str) -> str:
+        from threedmoe_ros.checkpoints import policy_path
 
-        return str(DEFAULT_POLICY)
+        return policy_path(name_or_path)
 
     def _load(self, path: str, p: dict):
         """The planner on its device in its dtype, warmed up; ConfigureError (or CheckpointError) naming the problem."""

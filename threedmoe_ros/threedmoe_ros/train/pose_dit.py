@@ -175,36 +175,14 @@ def open_dataset(cfg: TrainConfig) -> Dataset:
     return parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
 
 
-# ----- the 3D-MoE condition, computed once (the frozen regime) -----------------------------------
+# ----- what does not train, computed once per sample --------------------------------------------
 
-class CachedConditions(Dataset):
-    """Samples that carry a frozen encoder's condition instead of the cloud: (Condition of one sample,
-    instruction, plan). Training the head then costs what it costs with the light encoder; the LLM
-    runs once per sample (`compute`), not once per sample per epoch."""
+class Items(Dataset):
+    """Ready samples (inputs, instruction, plan) as a Dataset: `inputs` is what a frozen encoder (or its
+    frozen part) made of the sample's cloud, so training never runs that part again."""
 
     def __init__(self, items: list[tuple]):
         self.items = items
-
-    @classmethod
-    def compute(cls, dataset: Dataset, encoder, batch_size: int = 8, progress: bool = True) -> "CachedConditions":
-        from tqdm import tqdm
-
-        from threedmoe_ros.models.condition import Condition
-
-        items: list[tuple] = []
-        encoder.eval()
-        with torch.no_grad(), tqdm(total=len(dataset), desc="condition cache", unit="sample",
-                                   disable=not progress, dynamic_ncols=True) as bar:
-            for lo in range(0, len(dataset), batch_size):
-                samples = [_fields(dataset[i]) for i in range(lo, min(lo + batch_size, len(dataset)))]
-                cond = Condition.of(encoder([s[0] for s in samples], [s[1] for s in samples]))
-                for b, (_, instruction, plan) in enumerate(samples):
-                    keep = int(cond.mask[b].nonzero().max()) + 1  # trailing padding is not stored
-                    one = Condition(*(None if x is None else x[b, :keep].cpu() for x in cond))
-                    # float16 halves the cache; the head computes in float32 (collate casts back)
-                    items.append((one._replace(tokens=one.tokens.half()), instruction, plan))
-                bar.update(len(samples))
-        return cls(items)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -213,8 +191,67 @@ class CachedConditions(Dataset):
         return self.items[i]
 
 
+def precompute(dataset: Dataset, fn, batch_size: int, desc: str, progress: bool = True) -> list[tuple]:
+    """[(fn's item for the sample, instruction, plan)] over `dataset` in batches, fn(clouds, instructions)
+    returning one item per sample."""
+    from tqdm import tqdm
+
+    items: list[tuple] = []
+    with torch.no_grad(), tqdm(total=len(dataset), desc=desc, unit="sample", disable=not progress,
+                               dynamic_ncols=True) as bar:
+        for lo in range(0, len(dataset), batch_size):
+            samples = [_fields(dataset[i]) for i in range(lo, min(lo + batch_size, len(dataset)))]
+            outputs = fn([s[0] for s in samples], [s[1] for s in samples])
+            items += [(out, s[1], s[2]) for out, s in zip(outputs, samples)]
+            bar.update(len(samples))
+    return items
+
+
+def cached_items(cfg: TrainConfig, path: Path, stamp: dict, compute) -> Items:
+    """Items from `path` when it holds the ones `stamp` describes, else compute() and write them there
+    (the main process computes; the others wait and read)."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=cfg.device == "cpu")
+    if state.is_main_process:
+        cached = torch.load(path, weights_only=False) if path.is_file() else None
+        if cached is None or cached["stamp"] != stamp:
+            items = compute()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"stamp": stamp, "items": items}, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)
+    state.wait_for_everyone()
+    return Items(torch.load(path, weights_only=False)["items"])
+
+
+def frozen_conditions(encoder):
+    """fn for `precompute`: the frozen 3D-MoE encoder's Condition of each sample, trailing padding cut and
+    tokens in float16 (half the cache; the head computes in float32, collate_cached casts back)."""
+    from threedmoe_ros.models.condition import Condition
+
+    def fn(clouds: list, instructions: list[str]) -> list:
+        cond = Condition.of(encoder(clouds, instructions))
+        out = []
+        for b in range(len(clouds)):
+            keep = int(cond.mask[b].nonzero().max()) + 1
+            one = Condition(*(None if x is None else x[b, :keep].cpu() for x in cond))
+            out.append(one._replace(tokens=one.tokens.half()))
+        return out
+
+    return fn
+
+
+def cached_conditions(cfg: TrainConfig, policy: Policy, dataset: Dataset, progress: bool) -> Items:
+    """The frozen 3D-MoE encoder's conditions of `dataset`, kept in OUT/condition_cache.pt (the frozen regime)."""
+    policy.encoder.eval()
+    stamp = {"encoder_checkpoint": str(Path(cfg.encoder_checkpoint).resolve()), "condition": cfg.condition,
+             "samples": len(dataset), "data": cfg.data, "recovery_data": list(cfg.recovery_data)}
+    return cached_items(cfg, Path(cfg.out) / "condition_cache.pt", stamp,
+                        lambda: precompute(dataset, frozen_conditions(policy.encoder), 8, "condition cache", progress))
+
+
 def collate_cached(samples: list[tuple], horizon: int) -> dict:
-    """collate_plans for CachedConditions samples: the batch carries the padded condition, not clouds."""
+    """collate_plans for Items of frozen conditions: the batch carries the padded condition, not clouds."""
     from threedmoe_ros.models.condition import Condition
 
     batch = collate_plans([(None, instruction, plan) for _, instruction, plan in samples], horizon)
@@ -233,26 +270,6 @@ def collate_cached(samples: list[tuple], horizon: int) -> dict:
                                    pad([c.anchors for c in conds]), pad([c.boxes for c in conds]),
                                    pad([c.anchor_mask for c in conds], False))
     return batch
-
-
-def cached_conditions(cfg: TrainConfig, policy: Policy, dataset: Dataset, progress: bool) -> CachedConditions:
-    """The frozen encoder's conditions of `dataset`, from OUT/condition_cache.pt when it holds this
-    run's (the main process computes and writes them; the others wait and read)."""
-    from accelerate import PartialState
-
-    state = PartialState(cpu=cfg.device == "cpu")
-    path = Path(cfg.out) / "condition_cache.pt"
-    stamp = {"encoder_checkpoint": str(Path(cfg.encoder_checkpoint).resolve()), "condition": cfg.condition,
-             "samples": len(dataset), "data": cfg.data, "recovery_data": list(cfg.recovery_data)}
-    if state.is_main_process:
-        cached = torch.load(path, weights_only=False) if path.is_file() else None
-        if cached is None or cached["stamp"] != stamp:
-            items = CachedConditions.compute(dataset, policy.encoder, progress=progress).items
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"stamp": stamp, "items": items}, path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").replace(path)
-    state.wait_for_everyone()
-    return CachedConditions(torch.load(path, weights_only=False)["items"])
 
 
 # ----- training -----------------------------------------------------------------------------------
@@ -332,7 +349,7 @@ def alignment_pairs(light_config, scenes: int, progress: bool = True) -> tuple[n
     return np.asarray(features), names
 
 
-class InputsFile(Dataset):
+class InputsFile(Items):
     """Samples of a file written by --export-inputs: (ObjectInputs, instruction, plan), a few kilobytes per
     sample instead of a cloud, plus the objects and words the alignment is fitted on. What a machine
     without the simulator (a GPU host) trains the lm encoder from."""
@@ -340,15 +357,10 @@ class InputsFile(Dataset):
     def __init__(self, path: str | Path):
         try:
             data = torch.load(path, weights_only=False)
-            self.items, self.alignment, self.light = data["samples"], data["alignment"], data["light"]
+            super().__init__(data["samples"])
+            self.alignment, self.light = data["alignment"], data["light"]
         except (OSError, KeyError, TypeError, RuntimeError, EOFError) as e:
             raise SystemExit(f"error: {path} is not a file written by --export-inputs ({type(e).__name__}: {e})") from None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple:
-        return self.items[i]
 
 
 def export_inputs(cfg: TrainConfig, dataset: Dataset, path: str | Path, progress: bool = True) -> Path:
@@ -371,70 +383,38 @@ def export_inputs(cfg: TrainConfig, dataset: Dataset, path: str | Path, progress
     return path
 
 
-class PrecomputedInputs(Dataset):
-    """Samples that carry what an encoder's `precompute` returned (its frozen part: objects, LM states)
-    instead of the cloud: (inputs, instruction, plan). The frozen part runs once per sample."""
-
-    def __init__(self, items: list[tuple]):
-        self.items = items
-
-    @classmethod
-    def compute(cls, dataset: Dataset, encoder, batch_size: int = 16, progress: bool = True) -> "PrecomputedInputs":
-        from tqdm import tqdm
-
-        items: list[tuple] = []
-        with tqdm(total=len(dataset), desc="encoder inputs", unit="sample", disable=not progress, dynamic_ncols=True) as bar:
-            for lo in range(0, len(dataset), batch_size):
-                samples = [_fields(dataset[i]) for i in range(lo, min(lo + batch_size, len(dataset)))]
-                inputs = encoder.precompute([s[0] for s in samples], [s[1] for s in samples])
-                items += [(half_states(x), s[1], s[2]) for x, s in zip(inputs, samples)]
-                bar.update(len(samples))
-        return cls(items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple:
-        return self.items[i]
-
-
 def half_states(x):
     """Float tensors of a precomputed sample in float16 (half the memory; the encoder computes in float32)."""
     return x._replace(**{k: v.half().cpu() for k, v in x._asdict().items() if torch.is_tensor(v) and v.is_floating_point()})
 
 
 def collate_precomputed(samples: list[tuple], horizon: int) -> dict:
-    """collate_plans for PrecomputedInputs samples: the batch carries `encoder_inputs`, not clouds."""
+    """collate_plans for Items of the lm encoder: the batch carries `encoder_inputs`, not clouds."""
     batch = collate_plans([(None, instruction, plan) for _, instruction, plan in samples], horizon)
     batch["encoder_inputs"] = [s[0] for s in samples]
     return batch
 
 
-def precomputed_inputs(cfg: TrainConfig, policy: Policy, dataset: Dataset, progress: bool) -> PrecomputedInputs:
-    """The encoder's frozen part of every sample, from cfg.encoder_inputs (default OUT/encoder_inputs.pt)
-    when it holds this data's with this encoder's frozen settings (the main process computes, the others read)."""
+def precomputed_inputs(cfg: TrainConfig, policy: Policy, dataset: Dataset, progress: bool) -> Items:
+    """The lm encoder's frozen part of every sample (objects and LM states), kept in cfg.encoder_inputs
+    (default OUT/encoder_inputs.pt) while the data and the LM settings stay the same."""
     from accelerate import PartialState
 
-    state = PartialState(cpu=cfg.device == "cpu")
-    path = Path(cfg.encoder_inputs or Path(cfg.out) / "encoder_inputs.pt")
+    device = PartialState(cpu=cfg.device == "cpu").device
     enc = policy.encoder.config
     stamp = {"data": cfg.data, "recovery_data": list(cfg.recovery_data), "synthetic": cfg.synthetic,
              "samples": len(dataset), "cache_points": cfg.cache_points, "seed": cfg.seed,
              "light": enc.light, "llm": enc.llm, "layer": enc.layer, "order": enc.order, "system": enc.system_prompt,
              "align": float(policy.encoder.align.double().sum())}
-    if state.is_main_process:
-        cached = torch.load(path, weights_only=False) if path.is_file() else None
-        if cached is None or cached["stamp"] != stamp:
-            encoder = policy.encoder.to(state.device)
-            if state.device.type == "cuda":  # the frozen LM in bfloat16 on a GPU; its states are stored in float16
-                encoder.lm.to(torch.bfloat16)
-            items = PrecomputedInputs.compute(dataset, encoder, batch_size=64 if state.device.type == "cuda" else 16,
-                                              progress=progress).items
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"stamp": stamp, "items": items}, path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").replace(path)
-    state.wait_for_everyone()
-    return PrecomputedInputs(torch.load(path, weights_only=False)["items"])
+
+    def compute() -> list[tuple]:
+        encoder = policy.encoder.to(device)
+        if device.type == "cuda":  # the frozen LM in bfloat16 on a GPU; its states are stored in float16
+            encoder.lm.to(torch.bfloat16)
+        fn = lambda clouds, texts: [half_states(x) for x in encoder.precompute(clouds, texts)]  # noqa: E731
+        return precompute(dataset, fn, 64 if device.type == "cuda" else 16, "encoder inputs", progress)
+
+    return cached_items(cfg, Path(cfg.encoder_inputs or Path(cfg.out) / "encoder_inputs.pt"), stamp, compute)
 
 
 def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resume: bool = False, progress: bool = True,
