@@ -112,3 +112,18 @@ def test_missing_torn_and_extra_files(saved, tmp_path, damage, words):
         return
     with pytest.raises(CheckpointError, match=words):
         Policy.from_pretrained(out)
+
+
+def test_shipped_policies_load_by_name():
+    """`default` (also the empty name) is the LM policy and `light` the light one; any other name is a path.
+    Both fit in the repository's 50 MB of weights."""
+    from threedmoe_ros.checkpoints import DEFAULT_POLICY, LIGHT_POLICY, policy_path
+
+    assert policy_path("") == policy_path(None) == policy_path("default") == str(DEFAULT_POLICY)
+    assert policy_path("light") == str(LIGHT_POLICY)
+    assert policy_path("runs/x/checkpoint") == "runs/x/checkpoint"
+    assert Policy.from_pretrained(policy_path("light")).config.encoder == "light"
+    default = Policy.from_pretrained(policy_path("default"))
+    assert default.config.encoder == "lm" and default.encoder.align.abs().sum() > 0
+    size = sum(f.stat().st_size for d in (DEFAULT_POLICY, LIGHT_POLICY) for f in d.iterdir())
+    assert size <= 50e6

@@ -49,7 +49,8 @@ def _print_table(node: EvaluatorNode) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    common.run(EvaluatorNode, done=lambda node: node.done, on_exit=_print_table, args=args)
+    common.run(EvaluatorNode, done=lambda node: node.done, on_exit=_print_table, args=args,
+               node_class=EvaluatorNode)
 
 
 if __name__ == "__main__":

@@ -439,7 +439,8 @@ def main(args: list[str] | None = None) -> None:
 
     # Several threads: subscriptions keep running while a plan is being made.
     common.run(make, done=lambda node: node.fatal is not None, executor=lambda: MultiThreadedExecutor(num_threads=4),
-               on_exit=lambda node: node.close(), args=args)
+               on_exit=lambda node: node.close(), args=args,
+               node_class=PolicyNode)
     if made and made[-1].fatal is not None:
         print(f"policy_node: cannot start: {made[-1].fatal}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -154,7 +154,8 @@ class RecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    common.run(RecorderNode, done=lambda node: node.done, on_exit=RecorderNode.close, args=args)
+    common.run(RecorderNode, done=lambda node: node.done, on_exit=RecorderNode.close, args=args,
+               node_class=RecorderNode)
 
 
 if __name__ == "__main__":

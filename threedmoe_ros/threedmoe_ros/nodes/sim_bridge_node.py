@@ -281,7 +281,8 @@ class SimBridgeNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     common.run(SimBridgeNode, done=lambda node: node.done.is_set() and node.params["exit_when_done"],
-               executor=lambda: MultiThreadedExecutor(num_threads=2), on_exit=lambda node: node.stop(), args=args)
+               executor=lambda: MultiThreadedExecutor(num_threads=2), on_exit=lambda node: node.stop(), args=args,
+               node_class=SimBridgeNode)
 
 
 if __name__ == "__main__":
