@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from threedmoe_ros.validation import InputError
+
+class InputError(ValueError):
+    """Input that cannot be used; `reason` (also str(self)) says what is wrong and what to send instead."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
 
 # A plan is an array (T, 2, 7): T steps × (pick, place) × (x, y, z, qx, qy, qz, qw).
 PICK, PLACE = 0, 1

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from threedmoe_ros.types import InputError  # defined beside Cloud, which raises it too
 from threedmoe_ros.workspace import WORKSPACE, inside_workspace
 
-if TYPE_CHECKING:  # types.py raises InputError itself, so it imports this module, not the reverse
+if TYPE_CHECKING:
     from threedmoe_ros.types import Cloud
 
 # Longest instruction or question accepted, in characters: longer text is a client bug, not a task.
@@ -34,13 +35,6 @@ MAX_INSTRUCTION_CHARS = 512
 # scene, and turning it into tokens would stall a node for seconds.
 MAX_POINTS = 2_000_000
 
-
-class InputError(ValueError):
-    """Input that cannot be used; `reason` (also str(self)) says what is wrong and what to send instead."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 # ------------------------------------------------------------------------------------------ text
