@@ -9,7 +9,7 @@ rows, each on simulator clouds of the training look, timed through the Planner:
   lm, new instruction   the LM policy on an episode's first plan: the whole prompt runs
 The time of the condition (objects + LM) is reported apart from the head's.
 
-    python bench/bench_lm_latency.py --lm runs/lm_a/checkpoint --threads 2
+    python bench/bench_lm_latency.py --threads 2          # the shipped default against the light policy
 
 Writes bench/results/lm_latency.json.
 """
@@ -63,21 +63,21 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--lm", required=True, help="the LM policy's checkpoint")
-    p.add_argument("--light", default=None, help="the light policy's checkpoint (default: the shipped default)")
+    p.add_argument("--lm", default="default", help="the LM policy's checkpoint or shipped name")
+    p.add_argument("--light", default="light", help="the light policy's checkpoint or shipped name")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--scenes", type=int, default=12)
     p.add_argument("--repeats", type=int, default=5, help="plans per scene and row")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lm_latency.json")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from threedmoe_ros.checkpoints import DEFAULT_POLICY
+    from threedmoe_ros.checkpoints import policy_path
 
     data = scenes(a.scenes)
     t0 = time.perf_counter()
-    lm = Planner.from_pretrained(a.lm)
+    lm = Planner.from_pretrained(policy_path(a.lm))
     load_s = time.perf_counter() - t0
-    light = Planner.from_pretrained(a.light or DEFAULT_POLICY)
+    light = Planner.from_pretrained(policy_path(a.light))
     rows = {"light": (light, False), "lm, same instruction": (lm, False), "lm, new instruction": (lm, True)}
     results = {}
     for name, (planner, fresh) in rows.items():

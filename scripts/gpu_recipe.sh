@@ -65,6 +65,9 @@ for name in names:
     run = out / name
     rows = list(csv.DictReader((run / "metrics.csv").open())) if (run / "metrics.csv").is_file() else []
     entry = {"step": int(rows[-1]["step"]) if rows else 0, "log": f"{name}.log"}
+    state = run / "train_state" / "state.pt"
+    if state.is_file():  # the step the checkpoint holds (a variant cut by its time limit logged further)
+        entry["checkpoint_step"] = int(torch.load(state, map_location="cpu", weights_only=False)["step"])
     rates = sorted(float(r["samples_per_s"]) for r in rows if r.get("samples_per_s"))
     if rates:
         entry["samples_per_s_median"] = round(rates[len(rates) // 2], 1)
