@@ -3,6 +3,8 @@
     threedmoe-train-pose-dit --data DIR --out runs/pose_dit
     threedmoe-train-pose-dit --data DIR --out runs/pose_dit --resume   # continue
     threedmoe-train-pose-dit --synthetic 2000 --out /tmp/run            # no data needed
+    threedmoe-train-pose-dit --data DIR --out runs/lm --encoder lm --init-from LIGHT_CHECKPOINT   # the LM policy
+    threedmoe-train-pose-dit --data DIR --out runs/x --export-inputs inputs.pt   # compact file for a GPU host
     threedmoe-train-pose-dit --data DIR --out runs/pose_dit_3dmoe --encoder 3dmoe \
         --encoder-checkpoint runs/stage2/checkpoint --condition all_hidden --regime frozen
     accelerate launch --num_processes 4 -m threedmoe_ros.train.pose_dit --data DIR --out runs/pose_dit
@@ -20,6 +22,7 @@ What a run leaves in --out:
   train_state/   optimiser, step, trainable weights, EMA and RNG state: what --resume continues from
   train.json     the training settings; metrics.csv, tb/ (TensorBoard) and curves.png the curves
   condition_cache.pt  the frozen 3D-MoE encoder's condition of every sample (--regime frozen)
+  encoder_inputs.pt   the lm encoder's objects and LM states of every sample (--encoder lm; or --encoder-inputs)
 The loop, its options and multi-process training are train/loop.py's.
 """
 
