@@ -160,6 +160,7 @@ def converted_dir(gguf: Path) -> Path:
 
 def _load_converted(directory: Path, dtype: torch.dtype):
     """(model, tokenizer) from a conversion directory, or (None, None) when there is none or it is unreadable."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (directory / "model.safetensors").is_file():
@@ -167,7 +168,7 @@ def _load_converted(directory: Path, dtype: torch.dtype):
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
-    except (OSError, ValueError, RuntimeError):  # torn or foreign: convert again
+    except (OSError, ValueError, RuntimeError, SafetensorError):  # torn or foreign: convert again
         return None, None
     return model, tokenizer
 
