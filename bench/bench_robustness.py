@@ -131,6 +131,14 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def relative(path: str) -> str:
+    """A checkpoint path as the results record it: relative to the repository when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     from threedmoe_ros.checkpoints import policy_path
     from threedmoe_ros.sim.tasks import tasks_in_family
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        record = {"policies": policies, "splits": {s: SPLITS[s] for s in args.splits},
+        record = {"policies": {n: relative(p) for n, p in policies.items()}, "splits": {s: SPLITS[s] for s in args.splits},
                   "seeds_per_family": args.seeds_per_family, "long_horizon": args.long_horizon,
                   "jobs": done, "summary": summarize(done)}
         args.out.write_text(json.dumps(record, indent=1) + "\n")

@@ -144,8 +144,8 @@ class LightConditionEncoder(ConditionEncoder):
         W = max(1, max((len(w) for w in words), default=0))
         obj = torch.zeros(B, M, cfg.n_object_features)
         obj_mask = torch.zeros(B, M, dtype=torch.bool)
-        anchors = torch.zeros(B, M + W, 3)
-        boxes = torch.zeros(B, M + W, 4)
+        anchors = torch.zeros(B, M, 3)
+        boxes = torch.zeros(B, M, 4)
         ids = torch.zeros(B, W, dtype=torch.long)
         word_mask = torch.zeros(B, W, dtype=torch.bool)
         for b, (scene, w) in enumerate(zip(scenes, words)):

@@ -126,12 +126,13 @@ def load_llm(preset: str = "smollm2-135m", path: str | Path | None = None, dtype
             model = LlamaForCausalLM(tiny_config(len(tokenizer))).to(dtype)
     elif preset == "smollm2-135m":
         gguf = smollm2_gguf_path()
-        model, tokenizer = _load_converted(converted_dir(gguf), dtype)
+        converted = converted_dir(gguf)
+        model, tokenizer = _load_converted(converted, dtype)
         if model is None:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
                                                          dtype=torch.float32)
-            _save_converted(model, tokenizer, converted_dir(gguf))
+            _save_converted(model, tokenizer, converted)
             model = model.to(dtype)
     else:
         if path is None:
@@ -178,11 +179,14 @@ def _save_converted(model: nn.Module, tokenizer, directory: Path) -> None:
     import shutil
     import tempfile
 
+    from safetensors.torch import save_model
+
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=directory.name + ".tmp"))
-        from safetensors.torch import save_model
-
+    except OSError:  # a read-only home: load from the GGUF every time
+        return
+    try:
         # save_pretrained refuses a model read from GGUF (it counts as quantized): write the weights and config.
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         config = model.config.to_dict()
@@ -192,7 +196,7 @@ def _save_converted(model: nn.Module, tokenizer, directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)  # a torn one
         tmp.replace(directory)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True) if "tmp" in locals() else None
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def apply_lora(model: nn.Module, settings: LoRASettings):

@@ -372,8 +372,9 @@ def export_inputs(cfg: TrainConfig, dataset: Dataset, path: str | Path, progress
     from tqdm import tqdm
 
     from threedmoe_ros.models.light_encoder import object_inputs
+    from threedmoe_ros.models.lm_condition import LMConditionConfig
 
-    light = LightEncoderConfig(top_color=True)
+    light = LMConditionConfig().light_config()  # the lm encoder's object features
     samples = []
     for i in tqdm(range(len(dataset)), desc="export inputs", unit="sample", disable=not progress):
         cloud, instruction, plan = _fields(dataset[i])
