@@ -20,7 +20,7 @@ CLIS = {
     "threedmoe-selfcheck": "threedmoe_ros.selfcheck:main",
     "threedmoe-bringup": "threedmoe_ros.bringup:main",
     "threedmoe-demo": "threedmoe_ros.demo:main",
-    "threedmoe-collect": "threedmoe_ros.data.collect:main",
+    "threedmoe-collect": "threedmoe_ros.train.collect:main",
     "threedmoe-render": "threedmoe_ros.sim.render:main",
     "threedmoe-train-pose-dit": "threedmoe_ros.train.pose_dit:main",
     "threedmoe-qa-data": "threedmoe_ros.data.qa:main",

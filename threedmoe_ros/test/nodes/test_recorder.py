@@ -32,7 +32,7 @@ def test_recorded_episodes_read_back_and_train(recorded, tmp_path):
     from mcap_ros2.reader import read_ros2_messages
 
     from threedmoe_ros.data import bags
-    from threedmoe_ros.data.collect import main as collect
+    from threedmoe_ros.train.collect import main as collect
     from threedmoe_ros.data.dataset import EpisodeDataset, find_episodes
 
     out, _ = recorded

@@ -1,4 +1,4 @@
-"""Training samples from a directory of episode bags (written by data.collect or the recorder node).
+"""Training samples from a directory of episode bags (written by train.collect or the recorder node).
 
     ds = EpisodeDataset("data_out/demos", tasks=["stack-blocks"], splits=["train"])
     len(ds); sample = ds[0]                       # random access (reads one bag)

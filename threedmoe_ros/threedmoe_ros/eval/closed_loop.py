@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from threedmoe_ros.data.collect import seed_for
+from threedmoe_ros.sim.seeds import seed_for
 from threedmoe_ros.eval.failures import breakdown, failure_kind, judge_step, oracle_steps
 from threedmoe_ros.eval.report import markdown, write_report
 from threedmoe_ros.types import Cloud, EpisodeOutcome

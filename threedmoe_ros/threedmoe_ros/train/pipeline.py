@@ -73,7 +73,7 @@ def commands(preset: PipelinePreset, out: Path) -> dict[str, list[str]]:
     stage = ["--llm", preset.llm, "--moe", preset.moe, "--batch-size", str(preset.stage_batch_size),
              "--warmup-steps", str(max(1, min(100, preset.stage1_steps // 10))), *train]
     return {
-        "collect": py + ["threedmoe_ros.data.collect", "--tasks", *preset.tasks, "--episodes", str(preset.episodes),
+        "collect": py + ["threedmoe_ros.train.collect", "--tasks", *preset.tasks, "--episodes", str(preset.episodes),
                          "--out", str(out / "collect")],
         "qa": py + ["threedmoe_ros.data.qa", "--out", str(out / "qa"), "--seeds", preset.qa_seeds],
         "stage1": py + ["threedmoe_ros.train.stage1", "--data", str(out / "qa"), "--out", str(out / "stage1"),

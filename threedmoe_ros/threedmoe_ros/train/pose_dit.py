@@ -60,7 +60,7 @@ class TrainConfig(LoopConfig):
     """Settings of one Pose-DiT run (saved as train.json); the optimisation fields are the loop's."""
 
     data: str | None = None
-    # Directories of recovery episodes (data.collect --policy: the policy acted, the oracle labelled
+    # Directories of recovery episodes (threedmoe-collect --policy: the policy acted, the oracle labelled
     # every state it reached). Read whether or not the episode succeeded: the labels are the oracle's.
     recovery_data: tuple[str, ...] = ()
     # Use a generated SyntheticPickPlace set of this many samples instead of --data (smoke tests).
@@ -325,7 +325,7 @@ def alignment_pairs(light_config, scenes: int, progress: bool = True) -> tuple[n
     oracle's steps, so stacked and contained objects are seen too."""
     from tqdm import tqdm
 
-    from threedmoe_ros.data.collect import seed_for
+    from threedmoe_ros.sim.seeds import seed_for
     from threedmoe_ros.models.light_encoder import object_inputs
     from threedmoe_ros.sim import TASKS, EnvConfig, TabletopEnv
 

@@ -8,7 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from threedmoe_ros.data import bags, collect
+from threedmoe_ros.data import bags
+from threedmoe_ros.sim import seeds
+from threedmoe_ros.train import collect
 from threedmoe_ros.data.dataset import EpisodeDataset
 from threedmoe_ros.sim.cameras import default_cameras
 from threedmoe_ros.sim.env import EnvConfig, TabletopEnv
@@ -49,12 +51,12 @@ def test_dataset_yields_the_remaining_oracle_plan_for_each_observation(demos):
 
 
 def test_split_seed_ranges_never_overlap():
-    ranges = {split: range(collect.seed_for(split, 0), collect.seed_for(split, collect.SPLIT_SIZE - 1) + 1)
-              for split in collect.SPLIT_SEEDS}
+    ranges = {split: range(seeds.seed_for(split, 0), seeds.seed_for(split, seeds.SPLIT_SIZE - 1) + 1)
+              for split in seeds.SPLIT_SEEDS}
     spans = sorted((r.start, r.stop) for r in ranges.values())
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
     with pytest.raises(ValueError):
-        collect.seed_for("train", collect.SPLIT_SIZE)
+        seeds.seed_for("train", seeds.SPLIT_SIZE)
 
 
 def test_a_second_run_resumes_instead_of_rewriting(demos):
@@ -71,7 +73,7 @@ def test_a_second_run_resumes_instead_of_rewriting(demos):
     (["--episodes", "1", "--resolution", "big"], "--resolution must look like"),
 ])
 def test_bad_arguments_exit_with_a_message_not_a_traceback(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-m", "threedmoe_ros.data.collect", "--out", str(tmp_path), *args],
+    result = subprocess.run([sys.executable, "-m", "threedmoe_ros.train.collect", "--out", str(tmp_path), *args],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr

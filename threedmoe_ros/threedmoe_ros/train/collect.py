@@ -12,8 +12,7 @@ One bag directory per episode, OUT/<task>/<split>/<seed>, with topics
     /episode_result   threedmoe_msgs/EpisodeResult, at the end
 Stamps are simulated time. The oracle runs closed loop: it executes one step, observes, re-plans.
 
-Seeds: episode i of a split uses seed SPLIT_SEEDS[split] + i (train 0.., val 1 000 000.., test
-2 000 000..), so splits never share a scene as long as a split has fewer than 1 000 000 episodes.
+Seeds: episode i of a split uses sim.seeds.seed_for(split, i), so splits never share a scene.
 Colours come from the training split unless --unseen-colors (CLIPort's held-out colours, for
 the unseen-colour test set: `--split test --unseen-colors --out DIR_UNSEEN`). `--appearance train
 --phrasing train` randomizes the scene's look and the instruction's words within the training
@@ -36,14 +35,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-SPLIT_SEEDS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
-SPLIT_SIZE = 1_000_000
-
-
-def seed_for(split: str, index: int) -> int:
-    if not 0 <= index < SPLIT_SIZE:
-        raise ValueError(f"episode index {index} is outside [0, {SPLIT_SIZE}) for split {split}")
-    return SPLIT_SEEDS[split] + index
+from threedmoe_ros.sim.seeds import SPLIT_SEEDS, SPLIT_SIZE, seed_for
 
 
 def episode_dir(out: Path, task: str, split: str, seed: int) -> Path:
