@@ -156,6 +156,100 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class EMA:
+    """Exponential moving average of the trainable weights: what the checkpoint holds when ema_decay > 0.
+
+    The average is warmed up (decay 1 − 1/(step+10) early on) so early checkpoints are not the init.
+    Shadows are float32 and follow their weights to the device they are on (a GPU after prepare)."""
+
+    def __init__(self, named_params: list[tuple[str, nn.Parameter]], decay: float):
+        self.decay, self.params = decay, dict(named_params)
+        self.shadow = {n: p.detach().float().clone() for n, p in named_params}
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        decay = min(self.decay, 1 - 1 / (step + 10))
+        for n, p in self.params.items():
+            if self.shadow[n].device != p.device:
+                self.shadow[n] = self.shadow[n].to(p.device)
+            self.shadow[n].lerp_(p.detach().float(), 1 - decay)
+
+    @torch.no_grad()
+    def swap_in(self) -> dict[str, torch.Tensor]:
+        """Put the averaged weights into the model; returns the raw ones for `swap_back`."""
+        raw = {n: p.detach().clone() for n, p in self.params.items()}
+        for n, p in self.params.items():
+            p.copy_(self.shadow[n])
+        return raw
+
+    @torch.no_grad()
+    def swap_back(self, raw: dict[str, torch.Tensor]) -> None:
+        for n, p in self.params.items():
+            p.copy_(raw[n])
+
+
+@dataclass
+class TrainState:
+    """What OUT/train_state/ holds, and how it is written and read: trainable weights and persistent
+    buffers (frozen weights are rebuilt from the stage's config), optimiser, scheduler, EMA, step, and
+    each process's RNG. Written under a temporary name and renamed, with the stage's own checkpoint
+    exported (EMA weights swapped in) before the rename, so a crash never leaves a torn pair."""
+
+    model: nn.Module  # unwrapped: the module whose state_dict names the weights
+    names: list[str]  # trainable parameters
+    buffer_names: list[str]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: EMA | None
+    config: dict
+
+    def load(self, state_dir: Path, process_index: int, processes: int, name: str, main: bool) -> int:
+        """Restore everything from state_dir; returns the step it was saved at."""
+        state = torch.load(state_dir / "state.pt", map_location="cpu", weights_only=False)
+        missing = set(self.names) - set(state["trainable"])
+        if missing:
+            raise ValueError(f"{state_dir} does not fit this model (no {sorted(missing)[:3]} …); was it another config?")
+        self.model.load_state_dict({**state["trainable"], **state["buffers"]}, strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.shadow = state["ema"]
+        if main and state.get("processes", 1) != processes:
+            print(f"{name}: warning: the run was checkpointed with {state.get('processes', 1)} processes and continues "
+                  f"with {processes}: the batches and the noise will not be the ones it would have drawn")
+        rng_file = state_dir / f"rng_{process_index}.pt"
+        if rng_file.is_file():
+            _set_rng_state(torch.load(rng_file, weights_only=False))
+        return state["step"]
+
+    def save(self, accelerator, out: Path, step: int, export: Callable[[nn.Module, Path], Any]) -> None:
+        """OUT/checkpoint (export, EMA weights in) and OUT/train_state/, from every process in step."""
+        main, state_dir, tmp = accelerator.is_main_process, out / STATE_DIR, out / (STATE_DIR + ".tmp")
+        accelerator.wait_for_everyone()
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            live = self.model.state_dict(keep_vars=False)
+            torch.save({"step": step, "trainable": {n: live[n].detach().cpu() for n in self.names},
+                        "buffers": {n: live[n].detach().cpu() for n in self.buffer_names},
+                        "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "ema": None if self.ema is None else self.ema.shadow, "config": self.config,
+                        "processes": accelerator.num_processes}, tmp / "state.pt")
+        accelerator.wait_for_everyone()
+        torch.save(_rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
+        accelerator.wait_for_everyone()
+        if main:
+            raw = self.ema.swap_in() if self.ema is not None else None
+            try:
+                export(self.model, out / "checkpoint")
+            finally:
+                if raw is not None:
+                    self.ema.swap_back(raw)
+            shutil.rmtree(state_dir, ignore_errors=True)
+            tmp.replace(state_dir)
+        accelerator.wait_for_everyone()
+
+
 @dataclass
 class FitResult:
     """What `fit` returns: the trained module (EMA weights in it when EMA is on) and the run's figures."""
@@ -190,19 +284,17 @@ def fit(cfg: LoopConfig, model: nn.Module, dataset: Dataset, collate: Callable[[
     )
     main = accelerator.is_main_process
     out = Path(cfg.out)
-    state_dir = out / STATE_DIR
-    if resume and not (state_dir / "state.pt").is_file():
-        raise FileNotFoundError(f"--resume but {state_dir / 'state.pt'} does not exist; start without --resume")
+    if resume and not (out / STATE_DIR / "state.pt").is_file():
+        raise FileNotFoundError(f"--resume but {out / STATE_DIR / 'state.pt'} does not exist; start without --resume")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str) + "\n")
 
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
         raise ValueError("nothing to train: no parameter of the model requires grad")
+    params = [p for _, p in trainable]
     param_names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
-    buffer_names = [k for k in model.state_dict() if k not in param_names]  # persistent buffers (e.g. statistics)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     per_epoch = EpochBatches(len(dataset), cfg.batch_size, cfg.seed, world=accelerator.num_processes).per_epoch
     total = cfg.max_steps or math.ceil(cfg.epochs * per_epoch / cfg.grad_accum)
@@ -211,30 +303,18 @@ def fit(cfg: LoopConfig, model: nn.Module, dataset: Dataset, collate: Callable[[
               f"never reaches {cfg.lr:g}; lower --warmup-steps")
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total, cfg.warmup_steps, cfg.min_lr_ratio))
-    ema = {n: p.detach().float().clone() for n, p in zip(names, params)} if cfg.ema_decay > 0 else None
+    ema = EMA(trainable, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    state = TrainState(model, [n for n, _ in trainable],
+                       [k for k in model.state_dict() if k not in param_names],  # persistent buffers (statistics)
+                       optimizer, scheduler, ema, dataclasses.asdict(cfg))
 
     step = 0
     if resume:
-        state = torch.load(state_dir / "state.pt", map_location="cpu", weights_only=False)
-        missing = set(names) - set(state["trainable"])
-        if missing:
-            raise ValueError(f"{state_dir} does not fit this model (no {sorted(missing)[:3]} …); was it another config?")
-        model.load_state_dict({**state["trainable"], **state["buffers"]}, strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and state["ema"] is not None:
-            ema = state["ema"]
-        step = state["step"]
-        if main and state.get("processes", 1) != accelerator.num_processes:
-            print(f"{name}: warning: the run was checkpointed with {state.get('processes', 1)} processes and continues "
-                  f"with {accelerator.num_processes}: the batches and the noise will not be the ones it would have drawn")
-        rng_file = state_dir / f"rng_{accelerator.process_index}.pt"
-        if rng_file.is_file():
-            _set_rng_state(torch.load(rng_file, weights_only=False))
+        step = state.load(out / STATE_DIR, accelerator.process_index, accelerator.num_processes, name, main)
     else:
         torch.manual_seed(cfg.seed + accelerator.process_index)  # noise and timesteps differ per process
     model, optimizer = accelerator.prepare(model, optimizer)
-    inner = accelerator.unwrap_model(model)
+    state.model = accelerator.unwrap_model(model)
 
     sampler = EpochBatches(len(dataset), cfg.batch_size, cfg.seed, accelerator.process_index,
                            accelerator.num_processes, start=step * cfg.grad_accum)
@@ -243,54 +323,10 @@ def fit(cfg: LoopConfig, model: nn.Module, dataset: Dataset, collate: Callable[[
                         generator=torch.Generator().manual_seed(cfg.seed))
     batches = iter(loader)
 
-    def swap_in_ema() -> dict | None:
-        """Put the EMA weights into the model; returns the raw ones to put back."""
-        if ema is None:
-            return None
-        live = dict(inner.named_parameters())
-        raw = {n: live[n].detach().clone() for n in names}
-        with torch.no_grad():
-            for n in names:
-                live[n].copy_(ema[n])
-        return raw
-
-    def swap_back(raw: dict | None) -> None:
-        if raw is not None:
-            live = dict(inner.named_parameters())
-            with torch.no_grad():
-                for n in names:
-                    live[n].copy_(raw[n])
-
-    def checkpoint() -> None:
-        accelerator.wait_for_everyone()
-        tmp = out / (STATE_DIR + ".tmp")
-        if main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            live = inner.state_dict(keep_vars=False)
-            torch.save({"step": step, "trainable": {n: live[n].detach().cpu() for n in names},
-                        "buffers": {n: live[n].detach().cpu() for n in buffer_names},
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "ema": ema,
-                        "config": dataclasses.asdict(cfg), "processes": accelerator.num_processes}, tmp / "state.pt")
-        accelerator.wait_for_everyone()
-        torch.save(_rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
-        accelerator.wait_for_everyone()
-        if main:
-            raw = swap_in_ema()
-            try:
-                export(inner, out / "checkpoint")
-            finally:
-                swap_back(raw)
-            shutil.rmtree(state_dir, ignore_errors=True)
-            tmp.replace(state_dir)
-        accelerator.wait_for_everyone()
-
     log = _MetricsLog(out, step, enabled=main)
     model.train()
     bar = tqdm(total=total, initial=step, desc=name, unit="step", disable=not (progress and main), dynamic_ncols=True)
-    window: list[dict] = []
-    totals: dict[str, float] = {}
-    samples, seen, t_start, tic = 0, 0, time.perf_counter(), time.perf_counter()
+    samples, t_start = 0, time.perf_counter()
     grad_norm = torch.zeros(())
     end = total if stop_after is None else min(total, stop_after)
     while step < end:
@@ -304,48 +340,38 @@ def fit(cfg: LoopConfig, model: nn.Module, dataset: Dataset, collate: Callable[[
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             n = len(batch[1] if isinstance(batch, (tuple, list)) else batch["instructions"])
-            seen, samples = seen + n, samples + n
-            window.append({"loss": float(loss.detach()), **info})
-            for key, value in info.items():
-                if key.startswith("n_"):
-                    totals[key] = totals.get(key, 0.0) + float(value)
+            samples += n
+            log.add(n, float(loss.detach()), info)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         if ema is not None:
-            with torch.no_grad():
-                # Warm the average up (1 − 1/(step+10) early on) so early checkpoints are not the init.
-                decay = min(cfg.ema_decay, 1 - 1 / (step + 10))
-                for n, p in zip(names, params):
-                    if ema[n].device != p.device:  # built before the model moved to its device (a GPU)
-                        ema[n] = ema[n].to(p.device)
-                    ema[n].lerp_(p.detach().float(), 1 - decay)
+            ema.update(step)
         step += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == end:
-            keys = [k for k in window[-1] if not k.startswith("n_")]
-            means = torch.tensor([float(np.mean([w[k] for w in window if k in w])) for k in keys], dtype=torch.float64)
-            means = accelerator.reduce(means.to(accelerator.device), reduction="mean").cpu()
-            row = dict(zip(keys, means.tolist()))
-            row.update(step=step, lr=lr, grad_norm=float(grad_norm),
-                       samples_per_s=seen * accelerator.num_processes / (time.perf_counter() - tic))
-            log.write(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-            window, seen, tic = [], 0, time.perf_counter()
+            loss_now = log.flush(accelerator, step=step, lr=lr, grad_norm=float(grad_norm))
+            bar.set_postfix(loss=f"{loss_now:.4f}")
         if step % cfg.save_every == 0 or step == end:
-            checkpoint()
+            state.save(accelerator, out, step, export)
     bar.close()
     log.close()
-    swap_in_ema()  # the run is over: the module keeps the weights the checkpoint holds
-    return FitResult(inner.eval(), step, time.perf_counter() - t_start, samples * accelerator.num_processes, totals,
-                     sum(p.numel() for p in params))
+    if ema is not None:
+        ema.swap_in()  # the run is over: the module keeps the weights the checkpoint holds
+    return FitResult(state.model.eval(), step, time.perf_counter() - t_start, samples * accelerator.num_processes,
+                     log.totals, sum(p.numel() for p in params))
 
 
 class _MetricsLog:
-    """metrics.csv and TensorBoard on the main process. A resumed run drops the rows logged after its
-    checkpoint (a crash between two checkpoints), so the file holds one continuous curve."""
+    """The run's metrics: a window of per-micro-batch values averaged over processes every log_every
+    steps into metrics.csv and TensorBoard (main process), and totals of the "n_" counts. A resumed
+    run drops the rows logged after its checkpoint (a crash between two checkpoints), so the file
+    holds one continuous curve."""
 
     def __init__(self, out: Path, step: int, enabled: bool):
         self.enabled, self.rows, self.writer = enabled, [], None
+        self.window: list[dict] = []
+        self.totals: dict[str, float] = {}
+        self.seen, self.tic = 0, time.perf_counter()
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
@@ -357,6 +383,25 @@ class _MetricsLog:
         elif self.path.is_file():
             self.path.unlink()
         self.writer = SummaryWriter(str(out / "tb"), purge_step=step if step > 0 else None)
+
+    def add(self, samples: int, loss: float, info: dict) -> None:
+        """One micro-batch of this process."""
+        self.seen += samples
+        self.window.append({"loss": loss, **info})
+        for key, value in info.items():
+            if key.startswith("n_"):
+                self.totals[key] = self.totals.get(key, 0.0) + float(value)
+
+    def flush(self, accelerator, **extra) -> float:
+        """Average the window over processes (every process must call this), write a row; returns the loss."""
+        keys = [k for k in self.window[-1] if not k.startswith("n_")]
+        means = torch.tensor([float(np.mean([w[k] for w in self.window if k in w])) for k in keys], dtype=torch.float64)
+        means = accelerator.reduce(means.to(accelerator.device), reduction="mean").cpu()
+        row = dict(zip(keys, means.tolist()))
+        row.update(extra, samples_per_s=self.seen * accelerator.num_processes / (time.perf_counter() - self.tic))
+        self.write(row)
+        self.window, self.seen, self.tic = [], 0, time.perf_counter()
+        return row["loss"]
 
     def write(self, row: dict) -> None:
         if not self.enabled:
