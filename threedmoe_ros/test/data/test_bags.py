@@ -103,7 +103,7 @@ def test_stamps_are_read_from_serialised_messages():
     """The recorder times each message by its own stamp, read from the CDR without decoding a cloud."""
     store = bags.typestore()
     cloud = Cloud(np.zeros((10, 3)), stamp_ns=3_250_000_001)
-    clock = store.types["rosgraph_msgs/msg/Clock"](clock=bags.stamp(7_000_000_002))
+    clock = store.types["rosgraph_msgs/msg/Clock"](clock=bags.ROSBAGS.time(7_000_000_002))
     assert bags.leading_stamp_ns("sensor_msgs/msg/PointCloud2",
                                  store.serialize_cdr(bags.cloud_msg(cloud), "sensor_msgs/msg/PointCloud2")) == 3_250_000_001
     assert bags.leading_stamp_ns("rosgraph_msgs/msg/Clock", store.serialize_cdr(clock, "rosgraph_msgs/msg/Clock")) == 7_000_000_002

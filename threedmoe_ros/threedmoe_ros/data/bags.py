@@ -1,5 +1,5 @@
 """rosbag2 (mcap) episodes without ROS: the project's message types in a `rosbags` typestore,
-and converters between our numpy types and those messages.
+and data/messages.py's builders bound to its classes.
 
 Bags written here are ordinary rosbag2 bags: `ros2 bag info/play` reads them on a workstation, and
 rclpy deserialises their CDR payloads into the generated threedmoe_msgs classes (tested).
@@ -16,8 +16,7 @@ import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from threedmoe_ros.data import pointcloud2
-from threedmoe_ros.types import PICK, PLACE, Cloud, EpisodeOutcome, as_plan
+from threedmoe_ros.data.messages import Messages, outcome_from_msg, plan_from_msg, stamp_ns  # noqa: F401 (re-exported)
 
 MSGS_PACKAGE = "threedmoe_msgs"
 
@@ -80,22 +79,6 @@ def typestore():
     return store
 
 
-def _t(name: str):
-    return typestore().types[name]
-
-
-def stamp(ns: int):
-    return _t("builtin_interfaces/msg/Time")(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
-
-
-def header(ns: int, frame_id: str = "world"):
-    return _t("std_msgs/msg/Header")(stamp=stamp(ns), frame_id=frame_id)
-
-
-def stamp_ns(msg_header) -> int:
-    return int(msg_header.stamp.sec) * 1_000_000_000 + int(msg_header.stamp.nanosec)
-
-
 def leading_stamp_ns(msgtype: str, cdr: bytes) -> int | None:
     """The time a serialised message starts with (a std_msgs/Header, or builtin_interfaces/Time as in
     /clock), read from its CDR without deserialising a whole cloud; None when it starts with neither."""
@@ -113,89 +96,15 @@ def leading_stamp_ns(msgtype: str, cdr: bytes) -> int | None:
 
 # ---------------------------------------------------------------- numpy → rosbags messages
 
-
-def cloud_msg(cloud: Cloud, ns: int | None = None):
-    fields = pointcloud2.encode_fields(cloud)
-    PointField = _t("sensor_msgs/msg/PointField")
-    return _t("sensor_msgs/msg/PointCloud2")(
-        header=header(cloud.stamp_ns if ns is None else ns, cloud.frame_id),
-        height=fields["height"],
-        width=fields["width"],
-        fields=[PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count) for f in fields["fields"]],
-        is_bigendian=fields["is_bigendian"],
-        point_step=fields["point_step"],
-        row_step=fields["row_step"],
-        data=np.frombuffer(fields["data"], dtype=np.uint8),
-        is_dense=fields["is_dense"],
-    )
-
-
-def string_msg(text: str):
-    return _t("std_msgs/msg/String")(data=text)
-
-
-def _pose(p: np.ndarray):
-    Point, Quaternion = _t("geometry_msgs/msg/Point"), _t("geometry_msgs/msg/Quaternion")
-    return _t("geometry_msgs/msg/Pose")(
-        position=Point(x=float(p[0]), y=float(p[1]), z=float(p[2])),
-        orientation=Quaternion(x=float(p[3]), y=float(p[4]), z=float(p[5]), w=float(p[6])),
-    )
-
-
-def plan_msg(plan: np.ndarray, instruction: str, ns: int, inference_ms: float = 0.0, model_id: str = "", frame_id: str = "world"):
-    PickPlace = _t("threedmoe_msgs/msg/PickPlace")
-    steps = [PickPlace(pick=_pose(s[PICK]), place=_pose(s[PLACE])) for s in as_plan(plan)] if len(plan) else []
-    return _t("threedmoe_msgs/msg/PickPlacePlan")(
-        header=header(ns, frame_id), instruction=instruction, steps=steps, inference_ms=float(inference_ms), model_id=model_id
-    )
-
-
-def joint_state_msg(names: list[str], positions: np.ndarray, ns: int):
-    return _t("sensor_msgs/msg/JointState")(
-        header=header(ns, ""),
-        name=list(names),
-        position=np.asarray(positions, dtype=np.float64),
-        velocity=np.zeros(0),
-        effort=np.zeros(0),
-    )
-
-
-def result_msg(outcome: EpisodeOutcome, ns: int):
-    return _t("threedmoe_msgs/msg/EpisodeResult")(
-        header=header(ns),
-        task=outcome.task,
-        seed=int(outcome.seed),
-        instruction=outcome.instruction,
-        unseen_colors=bool(outcome.unseen_colors),
-        steps_taken=int(outcome.steps_taken),
-        reward=float(outcome.reward),
-        success=bool(outcome.success),
-        reason=outcome.reason,
-        detail=outcome.detail,
-    )
-
-
-# ---------------------------------------------------------------- rosbags messages → numpy
-
-
-def pose_array(pose) -> np.ndarray:
-    p, q = pose.position, pose.orientation
-    return np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w], dtype=np.float64)
-
-
-def plan_from_msg(msg) -> np.ndarray:
-    """PickPlacePlan (rclpy or rosbags) → plan array (T, 2, 7)."""
-    if not msg.steps:
-        return np.zeros((0, 2, 7))
-    return np.stack([np.stack([pose_array(s.pick), pose_array(s.place)]) for s in msg.steps])
-
-
-def outcome_from_msg(msg) -> EpisodeOutcome:
-    return EpisodeOutcome(
-        task=msg.task, seed=int(msg.seed), instruction=msg.instruction, unseen_colors=bool(msg.unseen_colors),
-        steps_taken=int(msg.steps_taken), reward=float(msg.reward), success=bool(msg.success),
-        reason=msg.reason, detail=msg.detail,
-    )
+# The builders the nodes use too (data/messages.py), with the typestore's classes; rosbags serialises
+# a numeric sequence by viewing a numpy array's bytes, so arrays stay numpy. The names below are the
+# ones episode writers call.
+ROSBAGS = Messages(lambda name: typestore().types[name], np.ascontiguousarray)
+cloud_msg = ROSBAGS.cloud
+string_msg = ROSBAGS.string
+plan_msg = ROSBAGS.plan
+joint_state_msg = ROSBAGS.joint_state
+result_msg = ROSBAGS.episode_result
 
 
 # ---------------------------------------------------------------- episode bags

@@ -1,53 +1,43 @@
 """rclpy messages ↔ the core's numpy types. With nodes/, the only code that imports message classes.
 
-The PointCloud2 layout logic lives in data/pointcloud2.py (shared with the bag reader); this module
-only builds and reads the rclpy message objects around it.
+The builders and readers are data/messages.py's, shared with the bag writer; here they are bound to
+rclpy's generated classes. What only the nodes need stays here: the RViz views of a plan, and reading
+a std_msgs/String from its raw CDR.
 """
 
 from __future__ import annotations
 
+import array
 import struct
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseArray, Quaternion
 from sensor_msgs.msg import JointState, PointCloud2, PointField
-from std_msgs.msg import Header
+from std_msgs.msg import Header, String
 from threedmoe_msgs.msg import EpisodeResult, InputStatus, PickPlace, PickPlacePlan
 from visualization_msgs.msg import Marker, MarkerArray
 
-from threedmoe_ros.data import pointcloud2
-from threedmoe_ros.data.bags import outcome_from_msg, plan_from_msg, pose_array, stamp_ns  # noqa: F401 (re-exported)
-from threedmoe_ros.types import PICK, PLACE, Cloud, EpisodeOutcome, as_plan
-from threedmoe_ros.validation import MAX_POINTS, InputError
+from threedmoe_ros.data.messages import Messages, msg_to_cloud, outcome_from_msg, plan_from_msg, stamp_ns  # noqa: F401 (re-exported)
+from threedmoe_ros.types import PICK, PLACE, as_plan
+from threedmoe_ros.validation import InputError
 from threedmoe_ros.workspace import WORKSPACE_CENTER
 
 
-def time_msg(ns: int) -> Time:
-    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
-
-
-def header(ns: int, frame_id: str = "world") -> Header:
-    return Header(stamp=time_msg(ns), frame_id=frame_id)
-
-
-def cloud_to_msg(cloud: Cloud, ns: int | None = None) -> PointCloud2:
-    f = pointcloud2.encode_fields(cloud)
-    msg = PointCloud2(
-        header=header(cloud.stamp_ns if ns is None else ns, cloud.frame_id),
-        height=f["height"], width=f["width"], is_bigendian=f["is_bigendian"], point_step=f["point_step"],
-        row_step=f["row_step"], is_dense=f["is_dense"],
-        fields=[PointField(name=x.name, offset=x.offset, datatype=x.datatype, count=x.count) for x in f["fields"]],
-    )
-    msg.data = f["data"]  # bytes: the generated setter takes them without a per-byte copy
-    return msg
-
-
-def msg_to_cloud(msg: PointCloud2, max_points: int = MAX_POINTS) -> Cloud:
-    """Raises validation.InputError naming the problem."""
-    cloud = pointcloud2.decode(msg, max_points=max_points)
-    cloud.stamp_ns = stamp_ns(msg.header)
-    return cloud
+# The classes data/messages.py builds with, by ROS type name: geometry_msgs.msg.Pose → "geometry_msgs/msg/Pose".
+_CLASSES = {f"{c.__module__.split('.')[0]}/msg/{c.__name__}": c
+            for c in (Time, Header, String, Point, Quaternion, Pose, PointField, PointCloud2, JointState,
+                      PickPlace, PickPlacePlan, EpisodeResult, InputStatus)}
+# rclpy keeps a numeric sequence as an array.array: handed one of the field's type code it copies the
+# buffer whole instead of converting element by element (a cloud's data: ~16 bytes a point).
+RCLPY = Messages(_CLASSES.__getitem__, lambda a: array.array(a.dtype.char, a.tobytes()))
+time_msg = RCLPY.time
+header = RCLPY.header
+cloud_to_msg = RCLPY.cloud
+plan_to_msg = RCLPY.plan
+outcome_to_msg = RCLPY.episode_result
+joint_state_msg = RCLPY.joint_state
+status_msg = RCLPY.input_status
 
 
 # CDR encapsulation ids (XTypes 1.3, 7.6.3.1.2) that std_msgs/String can arrive in: plain CDR and
@@ -88,23 +78,9 @@ def text_from_cdr(raw: bytes, what: str = "instruction") -> str:
         raise InputError(f"{what} is not valid UTF-8 (byte 0x{body[exc.start]:02x} at offset {exc.start}); send UTF-8 text") from None
 
 
-def pose_msg(p: np.ndarray) -> Pose:
-    return Pose(
-        position=Point(x=float(p[0]), y=float(p[1]), z=float(p[2])),
-        orientation=Quaternion(x=float(p[3]), y=float(p[4]), z=float(p[5]), w=float(p[6])),
-    )
-
-
-def plan_to_msg(plan: np.ndarray, instruction: str, ns: int, inference_ms: float = 0.0, model_id: str = "",
-                frame_id: str = "world") -> PickPlacePlan:
-    steps = [PickPlace(pick=pose_msg(s[PICK]), place=pose_msg(s[PLACE])) for s in as_plan(plan)] if len(plan) else []
-    return PickPlacePlan(header=header(ns, frame_id), instruction=instruction, steps=steps,
-                         inference_ms=float(inference_ms), model_id=model_id)
-
-
 def plan_to_pose_array(plan: np.ndarray, ns: int, frame_id: str = "world") -> PoseArray:
     """Picks and places interleaved (pick 0, place 0, pick 1, ...), for RViz."""
-    poses = [pose_msg(p) for step in (as_plan(plan) if len(plan) else []) for p in step]
+    poses = [RCLPY.pose(p) for step in (as_plan(plan) if len(plan) else []) for p in step]
     return PoseArray(header=header(ns, frame_id), poses=poses)
 
 
@@ -128,25 +104,9 @@ def plan_to_markers(plan: np.ndarray, ns: int, frame_id: str = "world", instruct
         arrow.color.r, arrow.color.g, arrow.color.b, arrow.color.a = 1.0, 0.5 * (k > 0), 0.1, 0.9
         arrow.pose.orientation.w = 1.0
         label = Marker(header=header(ns, frame_id), ns="pick_place", id=2 * k + 1, type=Marker.TEXT_VIEW_FACING,
-                       action=Marker.ADD, text=str(k), pose=pose_msg(step[PICK]))
+                       action=Marker.ADD, text=str(k), pose=RCLPY.pose(step[PICK]))
         label.pose.position.z += 0.05
         label.scale.z = 0.04
         label.color.r = label.color.g = label.color.b = label.color.a = 1.0
         markers += [arrow, label]
     return MarkerArray(markers=markers)
-
-
-def outcome_to_msg(outcome: EpisodeOutcome, ns: int) -> EpisodeResult:
-    return EpisodeResult(
-        header=header(ns), task=outcome.task, seed=int(outcome.seed), instruction=outcome.instruction,
-        unseen_colors=bool(outcome.unseen_colors), steps_taken=int(outcome.steps_taken), reward=float(outcome.reward),
-        success=bool(outcome.success), reason=outcome.reason, detail=outcome.detail,
-    )
-
-
-def joint_state_msg(names: list[str], positions: np.ndarray, ns: int) -> JointState:
-    return JointState(header=header(ns, ""), name=list(names), position=[float(q) for q in positions])
-
-
-def status_msg(topic: str, ok: bool, message: str, ns: int) -> InputStatus:
-    return InputStatus(header=header(ns, ""), topic=topic, ok=ok, message=message)
