@@ -127,3 +127,20 @@ def test_shipped_policies_load_by_name():
     assert default.config.encoder == "lm" and default.encoder.align.abs().sum() > 0
     size = sum(f.stat().st_size for d in (DEFAULT_POLICY, LIGHT_POLICY) for f in d.iterdir())
     assert size <= 50e6
+
+
+def test_config_files_with_the_sizes_now_derived_still_load(saved, tmp_path):
+    """config.json files written before the head's condition width and metric scale were derived carry
+    head.cond_dim and head.unit_m: they load, and plan as the policy did."""
+    import numpy as np
+
+    from threedmoe_ros.planner import Planner, warm_up_scene
+
+    out = edited(saved, tmp_path, ("head", "cond_dim"), 128)
+    config = json.loads((out / "config.json").read_text())
+    config["head"]["unit_m"] = [0.25, 0.5, 0.15]
+    (out / "config.json").write_text(json.dumps(config))
+    old, new = Planner(Policy.from_pretrained(out), frozen=False), Planner(Policy.from_pretrained(saved), frozen=False)
+    a = old.plan(warm_up_scene(), "put the red block in the green zone", seed=0)
+    b = new.plan(warm_up_scene(), "put the red block in the green zone", seed=0)
+    assert np.array_equal(a.poses, b.poses) and np.array_equal(a.valid_prob, b.valid_prob)

@@ -7,9 +7,10 @@
 
 As lerobot's DiffusionPolicy wraps DiffusionModel, a Planner wraps the Policy (the model that
 learns: encoder, head, codec, scheduler) and owns everything about serving it: input validation
-(threedmoe_ros.validation), the device and the head's dtype, the TorchScript-frozen head, the
-sampling generator and its seed, cutting a plan at its first invalid step, refinement onto the
-cloud's objects, the plan validator, timing, warm-up, and answering questions. ROS-free.
+(threedmoe_ros.validation), the device, the head it samples with (the policy's own, or a
+TorchScript-frozen or half-precision copy: serving.py), the number of sampling steps, the sampling
+generator and its seed, cutting a plan at its first invalid step, refinement onto the cloud's
+objects, the plan validator, timing, warm-up, and answering questions. ROS-free.
 
 The frozen and the half-precision heads are copies of the policy's weights when the planner is
 made: build a new planner after the weights change.
@@ -17,7 +18,6 @@ made: build a new planner after the weights change.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from threedmoe_ros.models.pose_dit import FrozenPoseDiT
+from threedmoe_ros.models.condition import Condition
 from threedmoe_ros.models.refine import refine_plan
 from threedmoe_ros.policy import Policy
+from threedmoe_ros.serving import FrozenPoseDiT, HeadInDtype
 from threedmoe_ros.types import Cloud
 from threedmoe_ros.validation import InputError, validate_cloud, validate_plan, validate_text
 
@@ -41,50 +42,11 @@ class PlanResult:
 
     poses: np.ndarray  # (T', 2, 7) float64: steps kept before the first invalid one (at most `horizon`)
     valid_prob: np.ndarray  # (T,) p(step is real) for every slot of the model's horizon
-    steps: int  # sampling steps taken
+    steps: int  # sampling steps taken (the checkpoint's own when the caller gave none)
     encoder_ms: float  # condition encoder (cloud + instruction → tokens)
     head_ms: float  # Pose-DiT sampling + decoding
-    total_ms: float  # everything plan() did, validation included
+    total_ms: float  # everything plan() did, input and plan validation included
     problem: str = ""  # validation.validate_plan's verdict on `poses`: '' = executable
-
-
-class HeadInDtype(nn.Module):
-    """Pose-DiT in float16/bfloat16 beside a float32 encoder, codec and sampler state.
-
-    The encoders build float32 tokens; this casts the condition on its way into the head and
-    the head's outputs back to float32, so the Euler integration and the pose decoding keep full
-    precision and only the network's arithmetic is halved. Quacks like a PoseDiT for the
-    schedulers (`config`, `context`, call). It holds a copy of the head, so the policy's own
-    stays float32 for training and for other planners.
-    """
-
-    def __init__(self, head: nn.Module, dtype: torch.dtype):
-        super().__init__()
-        self.inner, self.dtype, self.config = copy.deepcopy(head).to(dtype), dtype, head.config
-
-    def _autocast(self):
-        # Autocast also covers tensors the head makes itself (e.g. its float32 timestep features).
-        return torch.autocast(self.inner.null_token.device.type, dtype=self.dtype)
-
-    def context(self, *cond):
-        with self._autocast():
-            return self.inner.context(*_cast(cond, self.dtype))
-
-    def forward(self, x, t, *cond):
-        with self._autocast():
-            out = self.inner(x.to(self.dtype), t.to(self.dtype), *_cast(cond, self.dtype))
-        return _cast(out, torch.float32)
-
-
-def _cast(value, dtype):
-    """Floating tensors inside value (a tensor, a (named) tuple or list of them) cast to dtype; the rest as is."""
-    if torch.is_tensor(value):
-        return value.to(dtype) if value.is_floating_point() else value
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(_cast(v, dtype) for v in value))
-    if isinstance(value, (tuple, list)):
-        return type(value)(_cast(v, dtype) for v in value)
-    return value
 
 
 def parse_device(name: str) -> torch.device:
@@ -135,13 +97,13 @@ class Planner:
         self.policy = policy.to(parse_device(device)).eval()
         self.refine, self.horizon = refine, horizon
         self._generator = torch.Generator().manual_seed(policy.config.seed)
-        # The head sampled with: the policy's own, a half-precision copy, or a frozen copy.
-        self._head: nn.Module | FrozenPoseDiT = policy.head
+        # The head sampled with: the policy's own, a half-precision copy, or a frozen copy (serving.py).
+        self.head: nn.Module | FrozenPoseDiT = policy.head
         if torch_dtype != torch.float32:
-            self._head = HeadInDtype(policy.head, torch_dtype)
+            self.head = HeadInDtype(policy.head, torch_dtype)
         elif frozen:
-            self._head = FrozenPoseDiT(policy.head)
-        self.frozen = isinstance(self._head, FrozenPoseDiT)
+            self.head = FrozenPoseDiT(policy.head)
+        self.frozen = isinstance(self.head, FrozenPoseDiT)
         if torch_dtype != torch.float32:
             # Half precision needs kernels a device may lack: find out now, not at the first cloud.
             self.warm_up(plans=1)
@@ -160,21 +122,24 @@ class Planner:
 
     @torch.no_grad()
     def plan(self, cloud: Cloud, instruction: str, steps: int | None = None, seed: int | None = None) -> PlanResult:
-        """Sample a pick-and-place plan for `cloud`. `steps`: sampling steps (None = the scheduler's).
+        """Sample a pick-and-place plan for `cloud`. `steps`: sampling steps; None or 0 = the checkpoint's
+        own (its scheduler's num_inference_steps), so callers pass on what their user gave.
         `seed` makes the plan reproducible; without it the planner's own generator advances.
         Raises validation.InputError (a ValueError) with the reason on input a caller should have caught."""
+        t_in = time.perf_counter()
         instruction = self._check(cloud, instruction)
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise InputError(f"steps must be a positive int or None, got {steps!r}")
+        try:
+            steps = self.policy.scheduler.inference_steps(steps)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise InputError(f"seed must be an int >= 0 or None, got {seed!r}")
-        steps = steps or self.policy.scheduler.num_inference_steps
         generator = torch.Generator().manual_seed(seed) if seed is not None else self._generator
         t0 = time.perf_counter()
         cond = self.policy.condition([cloud], [instruction])
         self._sync()
         t1 = time.perf_counter()
-        poses, valid_prob = self.policy.sample(cond, steps, generator, head=self._head)
+        poses, valid_prob = self.sample(cond, steps, generator)
         poses, valid_prob = poses[0].double().cpu().numpy(), valid_prob[0].double().cpu().numpy()
         t2 = time.perf_counter()
         # Keep the steps before the first invalid one: a plan is a prefix, never a plan with holes.
@@ -185,7 +150,15 @@ class Planner:
             poses = refine_plan(poses, cloud)
         problem = validate_plan(poses)
         t3 = time.perf_counter()
-        return PlanResult(poses, valid_prob, steps, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t0) * 1e3, problem)
+        return PlanResult(poses, valid_prob, steps, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t_in) * 1e3, problem)
+
+    @torch.no_grad()
+    def sample(self, cond: Condition, steps: int | None = None,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Condition (from Policy.condition) → (poses (B, T, 2, 7), valid_prob (B, T)) for the whole horizon,
+        sampled with the planner's head by the policy's scheduler and decoded by its codec."""
+        x, logit = self.policy.scheduler.sample(self.head, cond, None, steps, generator)
+        return self.policy.codec.decode(x), torch.sigmoid(logit)
 
     def answer(self, cloud: Cloud, question: str) -> str:
         """Answer a question about the scene with the policy's language model (the 3D-MoE LLM)."""

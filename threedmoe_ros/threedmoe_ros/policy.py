@@ -4,81 +4,83 @@
     loss, info = policy(batch)                      # training
     planner = Planner(policy)                       # inference: see planner.py
 
-A Policy is condition encoder → Pose-DiT head → pose codec, sampled by a scheduler, in the style
-of lerobot's DiffusionModel: `forward(batch) -> (loss, info)` for training, `condition` and
-`sample` for inference, and `save_pretrained` / `from_pretrained` on a directory holding
-config.json + model.safetensors (+ encoder/, the 3D-MoE LLM's own checkpoint: adapters, routers,
-point encoder and projection, with the base LLM rebuilt from its preset). The pose statistics are buffers of the codec, so they travel in
-model.safetensors with the weights. Everything about serving it (validation, devices, dtypes, the
-frozen head, seeds, cutting, refinement, timing) is the Planner's (planner.py).
+A Policy is condition encoder → Pose-DiT head → pose codec, with the scheduler that trains the head,
+in the style of lerobot's DiffusionModel: `forward(batch) -> (loss, info)` for training, `condition`
+for what the head is conditioned on, and `save_pretrained` / `from_pretrained` on a directory holding
+config.json + model.safetensors (+ encoder/, the checkpoint of an encoder that keeps its own: the
+3D-MoE LLM's adapters, routers, point encoder and projection, with the base LLM rebuilt from its
+preset). The pose statistics are buffers of the codec, so they travel in model.safetensors with the
+weights. Sizes the parts decide are derived, never configured: the head's condition width is the
+encoder's `cond_dim`, its metric scale the codec's box. Everything about serving it (sampling with a
+frozen or half-precision head, validation, devices, seeds, cutting, refinement, timing) is the
+Planner's (planner.py, serving.py).
 
-The encoder sits behind models.condition.ConditionEncoder and is chosen by name (`encoder`):
-"light" is the development encoder; the 3D-MoE LLM registers itself with `register_encoder`.
+The encoder is chosen by name (`encoder`) from ENCODERS, the one registry that training
+(train/pose_dit.py) and loading use: "light" is the development encoder, "lm" the frozen LM beside
+it, "3dmoe" the 3D-MoE LLM.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
+# CheckpointError is re-exported: nodes, evaluation and tests catch it from here.
+from threedmoe_ros.models.checkpoint import CheckpointError, load_module, read_json, save_tensors, write_json
 from threedmoe_ros.models.condition import Condition, ConditionEncoder
-from threedmoe_ros.models.light_encoder import LightConditionEncoder, LightEncoderConfig
 from threedmoe_ros.models.pose_codec import PoseCodec, PoseCodecConfig
-from threedmoe_ros.models.pose_dit import FrozenPoseDiT, PoseDiT, PoseDiTConfig
+from threedmoe_ros.models.pose_dit import PoseDiT, PoseDiTConfig
 from threedmoe_ros.models.schedulers import SCHEDULERS, make_scheduler
 from threedmoe_ros.types import Cloud
 from threedmoe_ros.validation import MAX_INSTRUCTION_CHARS
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-ENCODER_DIR = "encoder"  # an encoder's own checkpoint (the 3D-MoE LLM's save_pretrained)
+ENCODER_DIR = "encoder"  # the checkpoint of an encoder that keeps its own (ConditionEncoder.saves_itself)
 CONFIG_VERSION = 1
+# Sizes that config.json files once carried and the Policy now derives (see Policy.__init__): loading ignores them.
+DERIVED_HEAD_FIELDS = ("cond_dim", "unit_m")
 
-# name → (config dataclass, encoder class taking that config). The 3D-MoE LLM adds itself here.
-ENCODERS: dict[str, tuple[type, Callable[[Any], ConditionEncoder]]] = {
-    "light": (LightEncoderConfig, LightConditionEncoder),
-}
-
-
-# Encoders registered on first use, so a policy with the light encoder never imports transformers.
-LAZY_ENCODERS = {
-    "3dmoe": ("threedmoe_ros.models.mm_llm", "MMLLMConfig", "ThreeDMoELLM"),
+# name → (module, its config dataclass, its ConditionEncoder), imported on first use, so a policy with
+# the light encoder never imports transformers. Training's --encoder choices are these names.
+ENCODERS: dict[str, tuple[str, str, str]] = {
+    "light": ("threedmoe_ros.models.light_encoder", "LightEncoderConfig", "LightConditionEncoder"),
     "lm": ("threedmoe_ros.models.lm_condition", "LMConditionConfig", "LMConditionEncoder"),
+    "3dmoe": ("threedmoe_ros.models.mm_llm", "MMLLMConfig", "ThreeDMoELLM"),
 }
 
 
-def encoder_entry(name: str) -> tuple[type, Callable[[Any], ConditionEncoder]]:
+def encoder_entry(name: str) -> tuple[type, type[ConditionEncoder]]:
     """(config class, encoder class) registered as `name`; ValueError naming the known ones."""
-    if name not in ENCODERS and name in LAZY_ENCODERS:
-        import importlib
-
-        module, config_class, encoder_class = LAZY_ENCODERS[name]
-        m = importlib.import_module(module)
-        register_encoder(name, getattr(m, config_class), getattr(m, encoder_class))
     if name not in ENCODERS:
-        raise ValueError(f"PolicyConfig: unknown encoder {name!r}; registered: {sorted({*ENCODERS, *LAZY_ENCODERS})}")
-    return ENCODERS[name]
+        raise ValueError(f"unknown encoder {name!r}; registered: {sorted(ENCODERS)}")
+    module, config_class, encoder_class = ENCODERS[name]
+    m = importlib.import_module(module)
+    return getattr(m, config_class), getattr(m, encoder_class)
 
 
-def register_encoder(name: str, config_class: type, encoder_class: Callable[[Any], ConditionEncoder]) -> None:
-    """Make `PolicyConfig(encoder=name, encoder_config={...})` build `encoder_class(config_class(**encoder_config))`."""
-    ENCODERS[name] = (config_class, encoder_class)
-
-
-def saves_itself(encoder_class: type) -> bool:
-    """True for an encoder with a checkpoint format of its own (the 3D-MoE LLM): a policy keeps it in encoder/."""
-    return hasattr(encoder_class, "save_pretrained") and hasattr(encoder_class, "from_pretrained")
-
-
-class CheckpointError(RuntimeError):
-    """A policy checkpoint directory is missing, incomplete or corrupt; the message says which file and what to do."""
+def load_encoder(name: str, path: str | Path) -> ConditionEncoder:
+    """The `name` encoder from its own checkpoint directory `path` (a policy's encoder/, or Stage II's
+    checkpoint/), through the encoder's own loader; CheckpointError naming what is wrong."""
+    encoder_class = encoder_entry(name)[1]
+    if not encoder_class.saves_itself:
+        raise ValueError(f"the {name!r} encoder has no checkpoint of its own: its weights are the policy's")
+    if not Path(path).is_dir():
+        raise CheckpointError(f"encoder checkpoint {path} is not a directory; give the directory the "
+                              f"{encoder_class.__name__} checkpoint was saved to")
+    try:
+        return encoder_class.from_pretrained(path)
+    except CheckpointError:
+        raise
+    except (OSError, TypeError, ValueError, KeyError, RuntimeError, AttributeError) as e:
+        raise CheckpointError(f"{path} is not a valid {name!r} encoder checkpoint ({type(e).__name__}: {e}); "
+                              "copy it again or retrain") from None
 
 
 @dataclass
@@ -87,10 +89,11 @@ class PolicyConfig:
 
     # Pose encoding: workspace box and rotation encoding (see models/pose_codec.py).
     codec: PoseCodecConfig = field(default_factory=PoseCodecConfig)
-    # Pose-DiT shape. pose_dim must equal codec.dim and cond_dim the encoder's output width; the
-    # project's head points at the scene's objects (output="pointer"; "direct" is the paper's plain head).
-    head: PoseDiTConfig = field(default_factory=lambda: PoseDiTConfig(cond_dim=LightEncoderConfig().dim, output="pointer"))
-    # Condition encoder, by registered name, and the fields of its config dataclass.
+    # Pose-DiT shape. pose_dim must equal codec.dim; the condition width and the metric scale are derived
+    # (see Policy). The project's head points at the scene's objects (output="pointer"; "direct" is the
+    # paper's plain head).
+    head: PoseDiTConfig = field(default_factory=lambda: PoseDiTConfig(output="pointer"))
+    # Condition encoder, by registered name (ENCODERS), and the fields of its config dataclass.
     encoder: str = "light"
     encoder_config: dict = field(default_factory=dict)
     # "rectified_flow" (the paper's) or "ddpm"; scheduler_config holds its dataclass fields.
@@ -107,14 +110,15 @@ class PolicyConfig:
             self.codec = PoseCodecConfig(**self.codec)
         if isinstance(self.head, dict):
             self.head = PoseDiTConfig(**self.head)
-        # The pointer's tolerances are metric; the head works in the codec's normalised space.
-        self.head.unit_m = tuple((h - lo) / 2 for lo, h in zip(self.codec.low, self.codec.high))
         if self.head.pose_dim != self.codec.dim:
             raise ValueError(
                 f"PolicyConfig: head.pose_dim={self.head.pose_dim} but the {self.codec.rotation!r} pose encoding has "
                 f"d={self.codec.dim}; set head.pose_dim={self.codec.dim}"
             )
-        encoder_entry(self.encoder)  # raises ValueError naming the known encoders
+        try:
+            encoder_entry(self.encoder)
+        except ValueError as e:
+            raise ValueError(f"PolicyConfig: {e}") from None
         self.encoder_config_object()  # validates the fields
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"PolicyConfig: unknown scheduler {self.scheduler!r}; choose one of {sorted(SCHEDULERS)}")
@@ -138,6 +142,10 @@ class PolicyConfig:
         version = d.pop("version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
             raise ValueError(f"PolicyConfig version {version} is not supported (this code reads version {CONFIG_VERSION})")
+        if isinstance(d.get("head"), dict):
+            # The encoder's width (the weights' shapes check it) and half the codec's box (which those
+            # files always held, derived from their codec).
+            d["head"] = {k: v for k, v in d["head"].items() if k not in DERIVED_HEAD_FIELDS}
         return cls(**d)
 
 
@@ -149,13 +157,10 @@ class Policy(nn.Module):
         self.config = config = config or PolicyConfig()
         if encoder is None:
             encoder = encoder_entry(config.encoder)[1](config.encoder_config_object())
-        if encoder.cond_dim != config.head.cond_dim:
-            raise ValueError(
-                f"the {config.encoder!r} encoder emits {encoder.cond_dim}-d tokens but head.cond_dim={config.head.cond_dim}; "
-                f"set head.cond_dim={encoder.cond_dim}"
-            )
         self.encoder = encoder
-        self.head = PoseDiT(config.head)
+        # The head reads the encoder's tokens, and the pointer's tolerances are metric while the head works
+        # in the codec's normalised space: both sizes come from the parts, never from the config.
+        self.head = PoseDiT(config.head, cond_dim=encoder.cond_dim, unit_m=config.codec.unit_m)
         self.codec = PoseCodec(config.codec)
         self.scheduler = make_scheduler(config.scheduler, **config.scheduler_config)
         # Optional question answerer (the 3D-MoE LLM): a callable (cloud, question) -> str that
@@ -198,54 +203,24 @@ class Policy(nn.Module):
         anchor_mask = cond.anchor_mask if cond.anchor_mask is not None else torch.ones_like(cond.mask)
         return cond._replace(anchors=self.codec.normalize_xyz(cond.anchors), boxes=box, anchor_mask=anchor_mask)
 
-    # ----- inference ----------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(
-        self, cond: Condition, steps: int | None = None, generator: torch.Generator | None = None,
-        head: nn.Module | FrozenPoseDiT | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Condition (from `condition`) → (poses (B, T, 2, 7), valid_prob (B, T)) for the whole horizon.
-        `head` is the network sampled with (default: self.head; a Planner passes its frozen or
-        half-precision copy)."""
-        x, logit = self.scheduler.sample(self.head if head is None else head, cond, None, steps, generator)
-        return self.codec.decode(x), torch.sigmoid(logit)
-
     # ----- checkpoints --------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write config.json and model.safetensors (head, codec statistics, and a light encoder's weights)
-        into directory `path`; an encoder with a checkpoint format of its own (the 3D-MoE LLM: point
-        encoder, projection, routers and LoRA adapters, never the base LLM) writes it into encoder/."""
-        from safetensors.torch import save_file, save_model
-
+        """Write config.json and model.safetensors (head, codec statistics, and the encoder's weights when
+        they are the policy's) into directory `path`; an encoder that keeps a checkpoint of its own (the
+        3D-MoE LLM: point encoder, projection, routers and LoRA adapters, never the base LLM) writes it
+        into encoder/. Each piece is written atomically (models/checkpoint.py)."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        # Write to temporary names and rename, so a crash mid-save never leaves a torn checkpoint.
-        if self.encoder_saves_itself:
-            tmp_encoder = path / (ENCODER_DIR + ".tmp")
-            shutil.rmtree(tmp_encoder, ignore_errors=True)
-            self.encoder.save_pretrained(tmp_encoder)
-            shutil.rmtree(path / ENCODER_DIR, ignore_errors=True)
-            tmp_encoder.replace(path / ENCODER_DIR)
-        tmp = path / (WEIGHTS_NAME + ".tmp")
-        if self.encoder_saves_itself:
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if not k.startswith("encoder.")}
-            save_file(state, str(tmp), metadata={"format": "pt"})
-        else:
-            save_model(self, str(tmp), metadata={"format": "pt"})  # tensors shared inside the model stored once
-        tmp.replace(path / WEIGHTS_NAME)
-        (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        state = self.state_dict()
+        if self.encoder.saves_itself:
+            self.encoder.save_pretrained(path / ENCODER_DIR)
+            state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+        save_tensors(state, path / WEIGHTS_NAME)
+        write_json(self.config.to_dict(), path / CONFIG_NAME)
         return path
-
-    @property
-    def encoder_saves_itself(self) -> bool:
-        return saves_itself(type(self.encoder))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "Policy":
         """Load a directory written by save_pretrained. Raises CheckpointError naming what is wrong."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file, load_model
-
         path = Path(path)
         hint = "train one with `threedmoe-train-pose-dit --data DIR --out DIR` or pass the directory that holds it"
         if not path.is_dir():
@@ -254,54 +229,23 @@ class Policy(nn.Module):
         for f in (config_file, weights_file):
             if not f.is_file():
                 raise CheckpointError(f"policy checkpoint {path} has no {f.name}; {hint}")
+        raw = read_json(config_file, "policy config")
         try:
-            raw = json.loads(config_file.read_text())
-            if not isinstance(raw, dict):
-                raise TypeError(f"the top level is a {type(raw).__name__}, not an object")
-
-            def check_types(value, reference, where: str) -> None:
-                """Every field has its default's JSON type (an int may stand for a float), nested ones too:
-                the dataclasses accept e.g. "pool_condition": "x" or "horizon": true without a word."""
-                kinds = ((bool, (bool,)), (int, (int,)), (float, (int, float)), (str, (str,)), (list, (list,)),
-                         (tuple, (list,)), (dict, (dict,)))
-                for kind, accepted in kinds:
-                    if isinstance(reference, kind):
-                        if not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool):
-                            raise TypeError(f"{where} must be a {kind.__name__}, got {value!r}")
-                        break
-                if isinstance(reference, dict):
-                    for key in value.keys() & reference.keys():
-                        check_types(value[key], reference[key], f"{where}.{key}" if where else key)
-                elif isinstance(reference, (list, tuple)) and reference:
-                    for i, item in enumerate(value):
-                        check_types(item, reference[0], f"{where}[{i}]")
-
-            reference = PolicyConfig().to_dict()
-            for name, default in (("encoder_config", lambda: encoder_entry(raw.get("encoder", "light"))[0]()),
-                                  ("scheduler_config", lambda: make_scheduler(raw.get("scheduler", "rectified_flow")))):
-                try:  # the defaults of the encoder / scheduler this file names
-                    reference[name] = dataclasses.asdict(default())
-                except (TypeError, ValueError, KeyError, ImportError):
-                    pass  # an unknown name: PolicyConfig says so below
-            check_types(raw, reference, "")
+            _check_types(raw, _reference_config(raw), "")
             config = PolicyConfig.from_dict(raw)
             if isinstance(config.seed, bool) or not isinstance(config.seed, int):
                 raise TypeError(f"seed must be an int, got {config.seed!r}")
             encoder_class = encoder_entry(config.encoder)[1]
-        except (OSError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RuntimeError) as e:
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RuntimeError) as e:
             raise CheckpointError(
                 f"{config_file} is not a valid policy config ({type(e).__name__}: {e}); fix that field, "
                 "re-save the checkpoint or retrain"
             ) from None
         encoder = None
-        if (path / ENCODER_DIR).is_dir():  # an encoder with its own checkpoint (the 3D-MoE LLM)
-            try:
-                encoder = encoder_class.from_pretrained(path / ENCODER_DIR)
-            except (SafetensorError, OSError, TypeError, ValueError, KeyError, RuntimeError, AttributeError) as e:
-                raise CheckpointError(f"{path / ENCODER_DIR} is not a valid encoder checkpoint ({type(e).__name__}: {e}); "
-                                      "copy it again or retrain") from None
-        elif saves_itself(encoder_class):
-            raise CheckpointError(f"policy checkpoint {path} has no {ENCODER_DIR}/ for its {config.encoder!r} encoder; {hint}")
+        if encoder_class.saves_itself:
+            if not (path / ENCODER_DIR).is_dir():
+                raise CheckpointError(f"policy checkpoint {path} has no {ENCODER_DIR}/ for its {config.encoder!r} encoder; {hint}")
+            encoder = load_encoder(config.encoder, path / ENCODER_DIR)
         try:
             # Building the modules checks every size and type the dataclasses do not.
             policy = cls(config, encoder=encoder)
@@ -310,20 +254,12 @@ class Policy(nn.Module):
                 f"{config_file} is not a valid policy config ({type(e).__name__}: {e}); fix that field, "
                 "re-save the checkpoint or retrain"
             ) from None
-        try:
-            weights = load_file(str(weights_file), device="cpu")  # reads every tensor: a torn file fails here
-        except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-            raise CheckpointError(f"{weights_file} is corrupt or not a safetensors file ({e}); copy it again or retrain") from None
-        try:
-            if encoder is None:
-                load_model(policy, str(weights_file), strict=True)
-            else:  # the encoder's weights came from encoder/; model.safetensors holds the rest, all of it
-                result = policy.load_state_dict(weights, strict=False)
-                missing = [k for k in result.missing_keys if not k.startswith("encoder.")]
-                if missing or result.unexpected_keys:
-                    raise KeyError(f"missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
-        except (RuntimeError, ValueError, TypeError, KeyError) as e:
-            raise CheckpointError(f"{weights_file} does not match {config_file}: {e}") from None
+        # An encoder with its own checkpoint came from encoder/; model.safetensors holds the rest, all of it.
+        missing, unexpected = load_module(policy, weights_file, strict=encoder is None)
+        missing = [k for k in missing if not k.startswith("encoder.")]
+        if missing or unexpected:
+            raise CheckpointError(f"{weights_file} does not match {config_file}: missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]}")
         policy.model_id = path.resolve().name
         return policy.to(map_location).eval()
 
@@ -331,3 +267,32 @@ class Policy(nn.Module):
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         return {"encoder": count(self.encoder), "head": count(self.head)}
 
+
+def _reference_config(raw: dict) -> dict:
+    """The default config, with the defaults of the encoder and scheduler `raw` names: what `_check_types` compares to."""
+    reference = PolicyConfig().to_dict()
+    for name, default in (("encoder_config", lambda: encoder_entry(raw.get("encoder", "light"))[0]()),
+                          ("scheduler_config", lambda: make_scheduler(raw.get("scheduler", "rectified_flow")))):
+        try:
+            reference[name] = dataclasses.asdict(default())
+        except (TypeError, ValueError, KeyError, ImportError):
+            pass  # an unknown name: PolicyConfig says so
+    return reference
+
+
+def _check_types(value, reference, where: str) -> None:
+    """Every field has its default's JSON type (an int may stand for a float), nested ones too: the
+    dataclasses accept e.g. "pool_condition": "x" or "horizon": true without a word."""
+    kinds = ((bool, (bool,)), (int, (int,)), (float, (int, float)), (str, (str,)), (list, (list,)),
+             (tuple, (list,)), (dict, (dict,)))
+    for kind, accepted in kinds:
+        if isinstance(reference, kind):
+            if not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool):
+                raise TypeError(f"{where} must be a {kind.__name__}, got {value!r}")
+            break
+    if isinstance(reference, dict):
+        for key in value.keys() & reference.keys():
+            _check_types(value[key], reference[key], f"{where}.{key}" if where else key)
+    elif isinstance(reference, (list, tuple)) and reference:
+        for i, item in enumerate(value):
+            _check_types(item, reference[0], f"{where}[{i}]")

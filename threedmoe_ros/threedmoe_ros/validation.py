@@ -116,15 +116,15 @@ def validate_cloud(cloud: "Cloud", limits: CloudLimits = CloudLimits(), drop: bo
         raise InputError("cloud has no points; check the sensor or the cloud conversion")
     if n > limits.max_points:
         raise InputError(f"cloud has {n} points, more than the limit {limits.max_points}; downsample it first")
-    if limits.frames and cloud.frame_id not in limits.frames:
-        raise InputError(f"cloud frame '{cloud.frame_id}' is not one of {list(limits.frames)}; publish in one of them")
     if not cloud.frame_id:
         raise InputError("cloud has an empty frame_id; set header.frame_id (e.g. 'world')")
+    if limits.frames and cloud.frame_id not in limits.frames:
+        raise InputError(f"cloud frame '{cloud.frame_id}' is not one of {list(limits.frames)}; publish in one of them")
 
     xyz = cloud.xyz
-    finite = np.isfinite(xyz).all(axis=1)
-    sane = finite & inside_workspace(np.where(finite[:, None], xyz, 0.0), margin=limits.sanity_margin)
+    sane = inside_workspace(xyz, margin=limits.sanity_margin)  # NaN and ±inf are outside any box
     if not sane.all():
+        finite = np.isfinite(xyz).all(axis=1)
         bad_nan, bad_far = int((~finite).sum()), int((finite & ~sane).sum())
         if not drop:
             what = [f"{bad_nan} have NaN or infinite coordinates"] * bool(bad_nan) + [
@@ -144,8 +144,9 @@ def validate_cloud(cloud: "Cloud", limits: CloudLimits = CloudLimits(), drop: bo
             f"only {int(near.sum())} of {len(cloud)} points lie inside the workspace {_box(WORKSPACE)} (limit "
             f"{limits.min_points}); is the cloud in the world frame, in metres, with the right endianness?"
         )
-    extent = xyz[near].max(axis=0) - xyz[near].min(axis=0)
-    if float(extent.max()) < 1e-3:
+    inner = xyz[near]
+    extent = max(float(np.ptp(inner[:, axis])) for axis in range(3))
+    if extent < 1e-3:
         raise InputError(f"all {int(near.sum())} points in the workspace are at one place (extent < 1 mm); the cloud shows no scene")
 
     if cloud.label is not None:
@@ -188,14 +189,13 @@ def tilt_deg(quaternion: np.ndarray) -> float:
     return math.degrees(math.acos(float(np.clip(1 - 2 * (q[0] ** 2 + q[1] ** 2), -1.0, 1.0))))
 
 
-def validate_plan(plan, bounds: np.ndarray = WORKSPACE, margin: float = 0.01, max_tilt_deg: float = 30.0,
-                  reach: bool = True) -> str:
+def validate_plan(plan, margin: float = 0.01, max_tilt_deg: float = 30.0, reach: bool = True) -> str:
     """'' when every pose of `plan` (T, 2, 7) may be executed, else what is wrong with the first bad one.
 
     The rules of the simulator (sim/env.py), checked pose by pose in this order: finite, unit
-    quaternion (norm within 10 %), position inside `bounds` grown by `margin`, tool within
-    `max_tilt_deg` of vertical, and (with `reach`) inside the arm's reach envelope. An empty
-    plan is valid: it says the instruction is done.
+    quaternion (norm within 10 %), position inside the workspace (workspace.WORKSPACE, the one box
+    every plan check uses) grown by `margin`, tool within `max_tilt_deg` of vertical, and (with
+    `reach`) inside the arm's reach envelope. An empty plan is valid: it says the instruction is done.
     """
     from threedmoe_ros.types import as_plan
 
@@ -203,7 +203,6 @@ def validate_plan(plan, bounds: np.ndarray = WORKSPACE, margin: float = 0.01, ma
         plan = as_plan(plan) if np.size(plan) else np.zeros((0, 2, 7))
     except (TypeError, ValueError) as exc:
         return str(exc)
-    bounds = np.asarray(bounds, dtype=np.float64)
     for k, step in enumerate(plan):
         for which, pose in (("pick", step[0]), ("place", step[1])):
             where = f"step {k} {which}"
@@ -213,8 +212,8 @@ def validate_plan(plan, bounds: np.ndarray = WORKSPACE, margin: float = 0.01, ma
             if not 0.9 <= norm <= 1.1:
                 return f"{where} quaternion has norm {norm:.3f}; expected a unit quaternion (x, y, z, w)"
             x, y, z = pose[:3]
-            if np.any(pose[:3] < bounds[:, 0] - margin) or np.any(pose[:3] > bounds[:, 1] + margin):
-                return f"{where} position ({x:.3f}, {y:.3f}, {z:.3f}) is outside the workspace {_box(bounds)}"
+            if not inside_workspace(pose[:3], margin):
+                return f"{where} position ({x:.3f}, {y:.3f}, {z:.3f}) is outside the workspace {_box(WORKSPACE)}"
             tilt = tilt_deg(pose[3:])
             if tilt > max_tilt_deg:
                 return f"{where} tool is tilted {tilt:.0f}° from vertical (limit {max_tilt_deg:.0f}°)"

@@ -19,5 +19,12 @@ WORKSPACE_HALF: tuple[float, float, float] = tuple(float(v) for v in (WORKSPACE[
 
 def inside_workspace(xyz: np.ndarray, margin: float = 0.0) -> np.ndarray:
     """(..., 3) positions → (...,) bool: inside the box grown by `margin` on every side (NaN is outside)."""
-    xyz = np.asarray(xyz, dtype=np.float64)
-    return np.all((xyz >= WORKSPACE[:, 0] - margin) & (xyz <= WORKSPACE[:, 1] + margin), axis=-1)
+    xyz = np.asarray(xyz)
+    # Axis by axis on column views: numpy's .all(axis=-1) over a width-3 axis is ~5x slower on a
+    # 30k-point cloud, and this runs on every cloud the policy node plans. The bounds are float64
+    # scalars, so a float32 cloud is compared at float64 precision, as before.
+    low, high = WORKSPACE[:, 0] - margin, WORKSPACE[:, 1] + margin
+    inside = (xyz[..., 0] >= low[0]) & (xyz[..., 0] <= high[0])
+    for axis in (1, 2):
+        inside &= (xyz[..., axis] >= low[axis]) & (xyz[..., axis] <= high[axis])
+    return inside

@@ -7,7 +7,7 @@ import torch
 from threedmoe_ros.models.pose_dit import PoseDiTConfig
 from threedmoe_ros.policy import Policy, PolicyConfig
 
-SMALL_HEAD = PoseDiTConfig(hidden_size=64, depth=2, num_heads=4, horizon=4, cond_dim=32)
+SMALL_HEAD = PoseDiTConfig(hidden_size=64, depth=2, num_heads=4, horizon=4)
 SMALL = dict(head=SMALL_HEAD, encoder_config={"dim": 32, "layers": 1})
 INSTRUCTION = "put the red block in the green zone"
 

@@ -168,7 +168,9 @@ def test_checkpoint_round_trip(tmp_path, scenes, merge):
 
 
 def test_missing_checkpoint_names_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    from threedmoe_ros.models.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match=str(tmp_path)):
         ThreeDMoELLM.from_pretrained(tmp_path)
 
 
@@ -179,7 +181,7 @@ def test_drives_the_policy_through_the_planner(scenes):
     from threedmoe_ros.policy import Policy, PolicyConfig
 
     encoder = tiny_model()
-    planner = Planner(Policy(PolicyConfig(head=PoseDiTConfig(cond_dim=encoder.cond_dim)), encoder=encoder), frozen=False)
+    planner = Planner(Policy(PolicyConfig(head=PoseDiTConfig()), encoder=encoder), frozen=False)
     result = planner.plan(scenes[0], "put the red block on the blue block", seed=0)
     assert result.poses.ndim == 3 and result.poses.shape[1:] == (2, 7)
     assert isinstance(planner.answer(scenes[0], "how many blocks?"), str)
@@ -202,7 +204,7 @@ def test_policy_checkpoint_holds_the_encoders_own_checkpoint_not_the_base_llm(tm
             if "lora_B" in n or "router" in n:
                 p.add_(torch.randn_like(p) * 0.05)
     config = PolicyConfig(encoder="3dmoe", encoder_config=dataclasses.asdict(encoder.config),
-                          head=PoseDiTConfig(cond_dim=encoder.cond_dim, output="pointer", hidden_size=32, depth=1))
+                          head=PoseDiTConfig(output="pointer", hidden_size=32, depth=1))
     policy = Policy(config, encoder=encoder).eval()
     policy.save_pretrained(tmp_path / "ckpt")
     assert (tmp_path / "ckpt/encoder/adapter/adapter_model.safetensors").is_file()

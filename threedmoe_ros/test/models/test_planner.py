@@ -34,8 +34,8 @@ def planner() -> Planner:
 
 
 def sampling_returns(planner: Planner, poses: np.ndarray, valid_prob: list[float]) -> Planner:
-    """Make the planner's policy sample exactly `poses` (T, 2, 7) with `valid_prob` (T,)."""
-    planner.policy.sample = lambda cond, steps=None, generator=None, head=None: (
+    """Make the planner sample exactly `poses` (T, 2, 7) with `valid_prob` (T,)."""
+    planner.sample = lambda cond, steps=None, generator=None: (
         torch.as_tensor(poses, dtype=torch.float32)[None], torch.tensor(valid_prob)[None])
     return planner
 
@@ -62,7 +62,8 @@ def test_plan_is_executable(planner, scene):
         ("nan", INSTRUCTION, {}, "NaN"),
         ("empty", INSTRUCTION, {}, "no points"),
         ("table", INSTRUCTION, {}, "no objects"),
-        ("ok", INSTRUCTION, {"steps": 0}, "steps must be a positive int"),
+        ("ok", INSTRUCTION, {"steps": -1}, "steps must be a positive int"),
+        ("ok", INSTRUCTION, {"steps": 2.0}, "steps must be a positive int"),
         ("ok", INSTRUCTION, {"seed": -1}, "seed must be an int >= 0"),
     ],
 )
@@ -87,6 +88,21 @@ def test_a_plan_is_cut_at_its_first_invalid_step(scene):
     np.testing.assert_allclose(result.poses, poses[:1], atol=1e-6)  # never a plan with a hole in it
     np.testing.assert_allclose(result.valid_prob, [0.9, 0.2, 0.9, 0.9], atol=1e-6)
     assert sampling_returns(planner, poses, [0.1, 0.9, 0.9, 0.9]).plan(scene, INSTRUCTION).poses.shape == (0, 2, 7)
+
+
+def test_no_steps_or_zero_plan_with_the_checkpoints_own(scene):
+    """The planner passes what its caller gave to the scheduler, the one resolver: None or 0 is the
+    checkpoint's own count (RF 4; a DDPM checkpoint's 100, which refuses any other count but DDIM's)."""
+    planner = Planner(small_policy(), frozen=False)
+    none, zero = planner.plan(scene, INSTRUCTION, seed=2), planner.plan(scene, INSTRUCTION, steps=0, seed=2)
+    assert none.steps == zero.steps == 4 and np.array_equal(none.poses, zero.poses)
+    assert planner.plan(scene, INSTRUCTION, steps=2, seed=2).steps == 2
+    policy = small_policy()
+    policy.scheduler = DDPM()
+    ddpm = Planner(policy, frozen=False)
+    assert ddpm.plan(scene, INSTRUCTION, steps=0, seed=0).steps == 100
+    with pytest.raises(InputError, match="ddim"):
+        ddpm.plan(scene, INSTRUCTION, steps=4, seed=0)
 
 
 def test_horizon_keeps_at_most_that_many_steps(scene):

@@ -12,11 +12,12 @@ import torch
 from threedmoe_ros.data.synthetic import SyntheticPickPlace
 from threedmoe_ros.models.condition import Condition
 from threedmoe_ros.models.pose_dit import PoseDiT, PoseDiTConfig
+from threedmoe_ros.planner import Planner
 from threedmoe_ros.policy import Policy, PolicyConfig
 from threedmoe_ros.train.pose_dit import collate_plans
 from threedmoe_ros.workspace import inside_workspace
 
-HEAD = dict(hidden_size=64, num_heads=4, depth=2, horizon=4, cond_dim=128, output="pointer")
+HEAD = dict(hidden_size=64, num_heads=4, depth=2, horizon=4, output="pointer")
 
 
 def _policy(**head) -> Policy:
@@ -35,9 +36,10 @@ def test_decoded_poses_stay_inside_the_workspace_for_any_network_output(extreme)
         if extreme:
             policy.head.pointer.delta[-1].bias.fill_(extreme)
             policy.head.pointer.query.weight.mul_(abs(extreme))
+    planner = Planner(policy, frozen=False)
     for i in range(4):
         cloud, text, _ = SyntheticPickPlace(4, seed=i)[i]
-        poses, _ = policy.sample(policy.condition([cloud], [text]), 4, torch.Generator().manual_seed(i))
+        poses, _ = planner.sample(policy.condition([cloud], [text]), 4, torch.Generator().manual_seed(i))
         assert torch.isfinite(poses).all()
         assert inside_workspace(poses[..., :3].numpy()).all()
         np.testing.assert_allclose(poses[..., 3:].norm(dim=-1).numpy(), 1.0, atol=1e-5)
@@ -88,11 +90,11 @@ def test_pointer_copies_positions_the_plain_head_only_approximates():
             opt.zero_grad()
             loss.backward()
             opt.step()
-        policy.eval()
+        planner = Planner(policy, frozen=False)
         err = []
         for i in range(16):
             cloud, text, plan = ds[i]
-            poses, _ = policy.sample(policy.condition([cloud], [text]), 4, torch.Generator().manual_seed(i))
+            poses, _ = planner.sample(policy.condition([cloud], [text]), 4, torch.Generator().manual_seed(i))
             err.append(np.linalg.norm(poses[0, 0, 0, :2].numpy() - plan[0, 0, :2]))
         errors[output] = float(np.median(err))
     assert errors["pointer"] < 0.01, errors  # within a centimetre of the block's centre
@@ -100,6 +102,6 @@ def test_pointer_copies_positions_the_plain_head_only_approximates():
 
 
 def test_pointer_needs_anchors_and_says_so():
-    head = PoseDiT(PoseDiTConfig(**HEAD))
+    head = PoseDiT(PoseDiTConfig(**HEAD), cond_dim=128)
     with pytest.raises(ValueError, match="anchors"):
         head.context(Condition(torch.zeros(1, 3, 128), torch.ones(1, 3, dtype=torch.bool)))

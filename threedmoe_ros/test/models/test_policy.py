@@ -4,6 +4,7 @@ tested in test_planner.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -101,9 +102,15 @@ def test_bad_policy_config_is_refused(kwargs, words):
         PolicyConfig(**kwargs)
 
 
-def test_encoder_width_must_match_the_head():
-    with pytest.raises(ValueError, match="cond_dim"):
-        Policy(PolicyConfig(head=SMALL_HEAD, encoder_config={"dim": 64}))
+def test_head_sizes_come_from_the_encoder_and_the_codec():
+    """The head's condition width is the encoder's cond_dim and its metric scale half the codec's box:
+    derived from the parts, so no config can set them out of step."""
+    head = dataclasses.replace(SMALL_HEAD, output="pointer")
+    policy = Policy(PolicyConfig(head=head, encoder_config={"dim": 64, "layers": 1},
+                                 codec={"low": (0.0, -1.0, 0.0), "high": (1.0, 1.0, 0.5)}))
+    assert policy.head.cond_proj.in_features == policy.encoder.cond_dim == 64
+    assert torch.allclose(policy.head.pointer.unit, torch.tensor([0.5, 1.0, 0.25]))
+    assert not {"cond_dim", "unit_m"} & set(policy.config.to_dict()["head"])
 
 
 def test_light_encoder_tokens_objects_and_words(scene):
@@ -158,11 +165,8 @@ def test_3dmoe_policy_saves_loads_and_answers(tmp_path):
     from threedmoe_ros.policy import Policy, PolicyConfig
     from threedmoe_ros.types import Cloud
 
-    from threedmoe_ros.models.mm_llm import MMLLMConfig, ThreeDMoELLM
-
     encoder_config = {"llm": "tiny", "moe": "e2-top2"}
-    dim = ThreeDMoELLM(MMLLMConfig(**encoder_config)).cond_dim
-    policy = Policy(PolicyConfig(encoder="3dmoe", encoder_config=encoder_config, head=PoseDiTConfig(cond_dim=dim)))
+    policy = Policy(PolicyConfig(encoder="3dmoe", encoder_config=encoder_config, head=PoseDiTConfig()))
     rng = np.random.default_rng(0)
     label = np.repeat([0, 1, 2], 200)
     cloud = Cloud(rng.uniform(0, 1, (600, 3)) * [0.5, 1, 0.05] + [0.25, -0.5, 0], rng.integers(0, 255, (600, 3)), label)

@@ -7,7 +7,8 @@ import torch
 
 from threedmoe_ros.models.pose_dit import PoseDiT, PoseDiTConfig, STDiTBlock
 
-SMALL = dict(hidden_size=64, num_heads=4, depth=2, horizon=6, cond_dim=32, pose_dim=5)
+SMALL = dict(hidden_size=64, num_heads=4, depth=2, horizon=6, pose_dim=5)
+COND_DIM = 32  # the encoder's width, which a Policy passes
 
 
 def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -23,14 +24,14 @@ def _inputs(B=3, T=6, K=5, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, T, 2, SMALL["pose_dim"], generator=g)
     t = torch.rand(B, generator=g)
-    cond = torch.randn(B, K, SMALL["cond_dim"], generator=g)
+    cond = torch.randn(B, K, COND_DIM, generator=g)
     mask = torch.ones(B, K, dtype=torch.bool)
     mask[1, 3:] = False
     return x, t, cond, mask
 
 
 def test_output_shapes_for_full_and_short_horizons():
-    model = PoseDiT(PoseDiTConfig(**SMALL))
+    model = PoseDiT(PoseDiTConfig(**SMALL), COND_DIM)
     for T in (6, 3):
         x, t, cond, mask = _inputs(T=T)
         out, logit = model(x, t, cond, mask)
@@ -38,7 +39,7 @@ def test_output_shapes_for_full_and_short_horizons():
 
 
 def test_longer_than_horizon_is_refused():
-    model = PoseDiT(PoseDiTConfig(**SMALL))
+    model = PoseDiT(PoseDiTConfig(**SMALL), COND_DIM)
     x, t, cond, mask = _inputs(T=7)
     with pytest.raises(ValueError, match="T<=6"):
         model(x, t, cond, mask)
@@ -57,7 +58,7 @@ def test_untrained_block_is_identity():
 
 
 def test_fresh_model_blocks_are_identity_and_head_outputs_zero():
-    model = PoseDiT(PoseDiTConfig(**SMALL))
+    model = PoseDiT(PoseDiTConfig(**SMALL), COND_DIM)
     x, t, cond, mask = _inputs()
     ctx = model.context(cond, mask)
     h = torch.randn(3, 6, 2, 64)
@@ -69,7 +70,7 @@ def test_fresh_model_blocks_are_identity_and_head_outputs_zero():
 
 
 def test_masked_condition_tokens_do_not_change_the_output():
-    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL))).eval()
+    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL), COND_DIM)).eval()
     x, t, cond, mask = _inputs()
     out, logit = model(x, t, cond, mask)
     changed = cond.clone()
@@ -81,14 +82,14 @@ def test_masked_condition_tokens_do_not_change_the_output():
 
 
 def test_all_masked_condition_is_still_defined():
-    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL)))
+    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL), COND_DIM))
     x, t, cond, _ = _inputs()
     out, logit = model(x, t, cond, torch.zeros(3, 5, dtype=torch.bool))
     assert torch.isfinite(out).all() and torch.isfinite(logit).all()
 
 
 def test_context_path_equals_direct_path():
-    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL))).eval()
+    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL), COND_DIM)).eval()
     x, t, cond, mask = _inputs()
     direct = model(x, t, cond, mask)
     cached = model(x, t, model.context(cond, mask))
@@ -97,7 +98,7 @@ def test_context_path_equals_direct_path():
 
 def test_steps_are_ordered_and_pick_differs_from_place():
     """Temporal position and pose role reach the output: permuting steps is not a no-op."""
-    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL))).eval()
+    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL), COND_DIM)).eval()
     x, t, cond, mask = _inputs()
     x[:] = x[:, :1, :1]  # every token the same pose
     out, _ = model(x, t, cond, mask)
@@ -106,7 +107,7 @@ def test_steps_are_ordered_and_pick_differs_from_place():
 
 
 def test_every_parameter_gets_a_gradient():
-    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL)))
+    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL), COND_DIM))
     x, t, cond, mask = _inputs()
     out, logit = model(x, t, cond, mask)
     (out.square().mean() + logit.mean()).backward()
@@ -125,9 +126,9 @@ def test_bad_config_is_refused_with_a_reason(kwargs, words):
 
 @pytest.mark.parametrize("pool", [True, False])
 def test_frozen_head_gives_the_same_outputs_for_any_condition_length(pool):
-    from threedmoe_ros.models.pose_dit import FrozenPoseDiT
+    from threedmoe_ros.serving import FrozenPoseDiT
 
-    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL, pool_condition=pool))).eval()
+    model = _randomise(PoseDiT(PoseDiTConfig(**SMALL, pool_condition=pool), COND_DIM)).eval()
     frozen = FrozenPoseDiT(model)
     with torch.no_grad():
         for K in (1, 5, 9):

@@ -10,7 +10,8 @@ from threedmoe_ros.models.pose_dit import PoseDiT, PoseDiTConfig
 from threedmoe_ros.models.schedulers import DDPM, RectifiedFlow, make_scheduler
 
 T, D, MODE = 3, 2, 0.5
-CFG = PoseDiTConfig(pose_dim=D, horizon=T, hidden_size=64, depth=1, num_heads=4, cond_dim=4)
+CFG = PoseDiTConfig(pose_dim=D, horizon=T, hidden_size=64, depth=1, num_heads=4)
+COND_DIM = 4
 
 
 def toy_batch(n: int, g: torch.Generator, which: str = "any"):
@@ -35,7 +36,7 @@ def toy_batch(n: int, g: torch.Generator, which: str = "any"):
 def train(scheduler, steps: int = 300, seed: int = 0):
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    model = PoseDiT(CFG)
+    model = PoseDiT(CFG, COND_DIM)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     losses = []
     for _ in range(steps):
@@ -109,7 +110,7 @@ def test_ddpm_and_ddim_learn_the_same_task(ddpm_model, sampler, steps):
 )
 def test_same_face_and_sampling_is_deterministic_for_a_seed(scheduler):
     torch.manual_seed(0)
-    model = PoseDiT(CFG)
+    model = PoseDiT(CFG, COND_DIM)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -136,6 +137,22 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="sampler"):
         DDPM(sampler="euler")
     with pytest.raises(ValueError, match="ddim"):
-        DDPM().sample(PoseDiT(CFG), torch.zeros(1, 1, 4), None, steps=10)
+        DDPM().sample(PoseDiT(CFG, COND_DIM), torch.zeros(1, 1, 4), None, steps=10)
     with pytest.raises(ValueError, match="unknown scheduler"):
         make_scheduler("flow_matching")
+
+
+def test_zero_or_none_steps_mean_the_schedulers_own():
+    """The one resolver of sampling steps: a caller passes on what its user gave, and 0 or None is the
+    checkpoint's own count, which a DDPM checkpoint needs (ancestral sampling runs every step)."""
+    assert RectifiedFlow().inference_steps(None) == RectifiedFlow().inference_steps(0) == 4
+    assert RectifiedFlow().inference_steps(10) == 10
+    assert DDPM().inference_steps(0) == DDPM().inference_steps(None) == 100
+    assert DDPM(sampler="ddim").inference_steps(0) == 10 and DDPM(sampler="ddim").inference_steps(25) == 25
+    for scheduler, steps, words in [(RectifiedFlow(), -1, "positive int"), (RectifiedFlow(), 2.5, "positive int"),
+                                    (RectifiedFlow(), True, "positive int"), (DDPM(), 4, "ddim"),
+                                    (DDPM(sampler="ddim"), 101, "at most")]:
+        with pytest.raises(ValueError, match=words):
+            scheduler.inference_steps(steps)
+    x, _ = DDPM().sample(PoseDiT(CFG, COND_DIM), torch.zeros(1, 1, 4), None, steps=0, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (1, T, 2, D)

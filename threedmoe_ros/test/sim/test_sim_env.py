@@ -175,6 +175,22 @@ def test_config_rejects_nonsense():
         EnvConfig(cameras=[])
 
 
+def test_plans_are_checked_against_the_one_workspace_box_whatever_the_camera_crop():
+    """The cameras' crop box only crops the cloud: a narrower crop neither refuses a plan inside
+    workspace.WORKSPACE nor a wider one lets through a plan outside it."""
+    from threedmoe_ros.sim.cameras import FusionConfig
+    from threedmoe_ros.workspace import WORKSPACE
+
+    inside = np.array([[[0.3, -0.45, 0.02, *yaw_quaternion(0.0)], [0.7, 0.45, 0.05, *yaw_quaternion(0.0)]]])
+    outside = inside.copy()
+    outside[0, 1, 1] = WORKSPACE[1, 1] + 0.05
+    for crop in ([[0.4, 0.6], [-0.2, 0.2], [0.0, 0.1]], [[0.0, 1.0], [-1.0, 1.0], [0.0, 0.5]]):
+        with TabletopEnv(EnvConfig(task="put-block-in-zone", observe=False, fusion=FusionConfig(bounds=crop))) as env:
+            env.reset(seed=0)
+            assert env.validate(inside) == ""
+            assert "outside the workspace" in env.validate(outside)
+
+
 def test_a_primitive_that_runs_out_of_simulated_time_is_a_failure_not_a_success():
     from threedmoe_ros.sim.primitive import PrimitiveConfig
 

@@ -45,7 +45,7 @@ def main(out: Path) -> None:
                progress=False)
     cfg = pose_dit.TrainConfig(out=str(out / "pd"), synthetic=16, max_steps=3, batch_size=4, warmup_steps=1,
                                device="cpu", log_every=1)
-    head = PoseDiTConfig(cond_dim=PolicyConfig().head.cond_dim, hidden_size=32, depth=1, horizon=4, output="pointer")
+    head = PoseDiTConfig(hidden_size=32, depth=1, horizon=4, output="pointer")
     policy = pose_dit.train(cfg, PolicyConfig(head=head), SyntheticPickPlace(16, seed=0), progress=False)
     digests = {"stage1": digest(s1), "stage2": digest(s2), "pose_dit": digest(policy),
                "processes": state.num_processes}

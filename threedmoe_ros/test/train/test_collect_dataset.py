@@ -106,7 +106,7 @@ def test_recovery_collection_lets_the_policy_act_and_labels_every_state_with_the
     from threedmoe_ros.policy import Policy, PolicyConfig
 
     torch.manual_seed(0)
-    policy = Policy(PolicyConfig(head=PoseDiTConfig(hidden_size=32, num_heads=2, depth=1, cond_dim=128, output="pointer")))
+    policy = Policy(PolicyConfig(head=PoseDiTConfig(hidden_size=32, num_heads=2, depth=1, output="pointer")))
     with torch.no_grad():
         policy.head.final_layer.validity.bias.fill_(5.0)  # an untrained policy that always proposes a step
     ckpt = policy.save_pretrained(tmp_path / "ckpt")

@@ -32,7 +32,7 @@ def _curve(run: Path) -> dict[int, float]:
 def _pose_dit_run(out: Path, **kwargs) -> Policy:
     cfg = pose_dit.TrainConfig(out=str(out), synthetic=24, max_steps=8, batch_size=4, warmup_steps=2, log_every=1,
                                save_every=100, ema_decay=0.9, device="cpu")
-    head = PoseDiTConfig(cond_dim=PolicyConfig().head.cond_dim, hidden_size=32, depth=1, horizon=4, output="pointer")
+    head = PoseDiTConfig(hidden_size=32, depth=1, horizon=4, output="pointer")
     return pose_dit.train(cfg, PolicyConfig(head=head), SyntheticPickPlace(24, seed=0), progress=False, **kwargs)
 
 
@@ -70,6 +70,16 @@ def test_stage2_resume_continues_the_uninterrupted_curve(tmp_path):
 def test_resume_without_a_state_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_state"):
         _pose_dit_run(tmp_path / "never", resume=True)
+
+
+def test_resume_from_a_torn_state_names_the_file(tmp_path):
+    from threedmoe_ros.models.checkpoint import CheckpointError
+
+    state = tmp_path / "torn" / "train_state" / "state.pt"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(CheckpointError, match="state.pt is corrupt"):
+        _pose_dit_run(tmp_path / "torn", resume=True)
 
 
 @pytest.mark.slow

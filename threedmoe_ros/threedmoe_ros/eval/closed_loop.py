@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=100, help="episodes per task and colour split")
     parser.add_argument("--colors", nargs="+", default=["seen", "unseen"], choices=["seen", "unseen"])
     parser.add_argument("--k", type=int, default=1, help="plan steps executed before re-planning (0 = all)")
-    parser.add_argument("--sampling-steps", type=int, nargs="+", default=[4], help="rectified-flow steps (one run each)")
+    parser.add_argument("--sampling-steps", type=int, nargs="+", default=[0],
+                        help="sampling steps, one run each (0 = the checkpoint's own)")
     parser.add_argument("--resolution", default="320x240")
     parser.add_argument("--refine", action="store_true", help="snap plan positions onto observed objects (models/refine.py)")
     parser.add_argument("--no-labels", action="store_true",
@@ -138,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         tasks = resolve_tasks(args.tasks)
     except ValueError as e:
         parser.error(str(e))
-    if args.episodes < 1 or args.k < 0 or min(args.sampling_steps) < 1:
-        parser.error("--episodes and --sampling-steps must be >= 1, --k >= 0")
+    if args.episodes < 1 or args.k < 0 or min(args.sampling_steps) < 0:
+        parser.error("--episodes must be >= 1, --sampling-steps and --k >= 0")
     try:
         resolution = tuple(int(v) for v in args.resolution.lower().split("x"))
     except ValueError:
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from threedmoe_ros.checkpoints import policy_path
     from threedmoe_ros.planner import Planner
-    from threedmoe_ros.policy import CheckpointError
+    from threedmoe_ros.models.checkpoint import CheckpointError
 
     torch.set_num_threads(1)
     checkpoint = policy_path(args.checkpoint)
@@ -161,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"checkpoint": checkpoint, "tasks": tasks, "episodes": args.episodes, "colors": args.colors,
                "k": args.k, "refine": args.refine, "labels": not args.no_labels, "appearance": args.appearance,
                "phrasing": args.phrasing, "runs": {}}
-    for steps in args.sampling_steps:
+    try:  # the runs are named by the steps the scheduler takes (0 → the checkpoint's own)
+        runs = list(dict.fromkeys(planner.policy.scheduler.inference_steps(s) for s in args.sampling_steps))
+    except ValueError as exc:
+        parser.error(f"--sampling-steps: {exc}")
+    for steps in runs:
         t0 = time.perf_counter()
         outcomes, times = evaluate(planner, summary["tasks"], args.episodes, args.colors, args.k, steps, resolution,
                                    labels=not args.no_labels, appearance=args.appearance, phrasing=args.phrasing)

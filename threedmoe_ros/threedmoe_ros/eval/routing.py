@@ -120,11 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--items must be >= 1")
     try:
         from threedmoe_ros.data.qa import QADataset
+        from threedmoe_ros.models.checkpoint import CheckpointError
         from threedmoe_ros.models.mm_llm import ThreeDMoELLM
 
         data = QADataset(args.data)
         model = ThreeDMoELLM.from_pretrained(args.checkpoint, llm_path=args.llm_path)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, CheckpointError) as exc:
         print(f"threedmoe-routing: {exc}", file=sys.stderr)
         return 2
     if model.config.moe is None:

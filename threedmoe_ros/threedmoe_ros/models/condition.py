@@ -8,7 +8,8 @@ or all hidden states). Every encoder implements this one face.
 from __future__ import annotations
 
 import abc
-from typing import NamedTuple
+from pathlib import Path
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -35,10 +36,23 @@ class Condition(NamedTuple):
 class ConditionEncoder(nn.Module, abc.ABC):
     """(clouds, instructions) → condition tokens for Pose-DiT.
 
-    Subclasses set `cond_dim` (D) and implement `forward`.
+    Subclasses set `cond_dim` (D) and implement `forward`. The policy sizes Pose-DiT's condition
+    projection from `cond_dim`, so the head always fits the encoder behind it.
     """
 
     cond_dim: int
+    # Where the encoder's weights live in a policy checkpoint. False: they are part of the policy's state,
+    # in its model.safetensors. True: the encoder has a checkpoint format of its own (`save_pretrained`,
+    # `from_pretrained`), kept in the policy's encoder/ directory: the 3D-MoE LLM, whose base LM is
+    # rebuilt from its preset and never copied.
+    saves_itself: ClassVar[bool] = False
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        raise NotImplementedError(f"{type(self).__name__} has no checkpoint of its own: its weights are the policy's")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "ConditionEncoder":
+        raise NotImplementedError(f"{cls.__name__} has no checkpoint of its own: its weights are the policy's")
 
     @abc.abstractmethod
     def forward(self, clouds: list[Cloud], instructions: list[str]) -> Condition | tuple[torch.Tensor, torch.Tensor]:

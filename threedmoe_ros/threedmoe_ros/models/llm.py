@@ -13,7 +13,6 @@ that names the path.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,28 +174,20 @@ def _load_converted(directory: Path, dtype: torch.dtype):
 
 
 def _save_converted(model: nn.Module, tokenizer, directory: Path) -> None:
-    """Keep a conversion for the next load; written beside and renamed, and skipped where it cannot be written."""
-    import shutil
-    import tempfile
-
-    from safetensors.torch import save_model
+    """Keep a conversion for the next load, written atomically; skipped where it cannot be written."""
+    from threedmoe_ros.models.checkpoint import CheckpointError, atomic, save_tensors, write_json
 
     try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=directory.name + ".tmp"))
-    except OSError:  # a read-only home: load from the GGUF every time
+        with atomic(directory) as tmp:
+            tmp.mkdir()
+            # save_pretrained refuses a model read from GGUF (it counts as quantized): write the weights and config.
+            save_tensors(model, tmp / "model.safetensors")
+            config = model.config.to_dict()
+            config.pop("quantization_config", None)
+            write_json(config, tmp / "config.json")
+            tokenizer.save_pretrained(tmp)
+    except CheckpointError:  # a read-only home: load from the GGUF every time
         return
-    try:
-        # save_pretrained refuses a model read from GGUF (it counts as quantized): write the weights and config.
-        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        config = model.config.to_dict()
-        config.pop("quantization_config", None)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(directory, ignore_errors=True)  # a torn one
-        tmp.replace(directory)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def apply_lora(model: nn.Module, settings: LoRASettings):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from threedmoe_ros.models.checkpoint import (
+    CheckpointError, atomic, load_module, load_tensors, read_json, save_tensors, write_json,
+)
 from threedmoe_ros.models.condition import Condition, ConditionEncoder
 from threedmoe_ros.models.llm import CHATML_TEMPLATE, LORA_PRESETS, PRESETS, apply_lora, load_llm
 from threedmoe_ros.models.moe import (
@@ -104,6 +106,8 @@ class MMLLMConfig:
 
 class ThreeDMoELLM(ConditionEncoder):
     """Cloud + text → LLM: answers questions (`answer`) and conditions Pose-DiT (`forward`)."""
+
+    saves_itself = True  # its own checkpoint (save_pretrained): the base LM is rebuilt, never copied
 
     def __init__(self, config: MMLLMConfig | None = None, llm: nn.Module | None = None, tokenizer=None):
         """Builds the LLM from `config` (or takes a loaded `llm`, `tokenizer`), upcycles it to MoE,
@@ -291,7 +295,7 @@ class ThreeDMoELLM(ConditionEncoder):
 
     # ----- checkpoints --------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, merge: bool = False) -> Path:
-        """Write a checkpoint directory.
+        """Write a checkpoint directory, each piece atomically (models/checkpoint.py).
 
         Default: mm_llm_config.json + encoder.safetensors + adapter/ (peft LoRA and routers). The base
         LM is not copied: it is rebuilt from its preset, so a checkpoint is megabytes, not gigabytes.
@@ -300,44 +304,38 @@ class ThreeDMoELLM(ConditionEncoder):
         it loads without peft (for export to other tools), but is E× larger in the FFNs and slower:
         independent experts cannot share the base matmuls (bench/bench_mm_llm.py).
         """
-        from safetensors.torch import save_file, save_model
-
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         config = dataclasses.asdict(self.config)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.encoder.state_dict().items()},
-                  str(path / ENCODER_WEIGHTS), metadata={"format": "pt"})
+        if not merge and (not hasattr(self.llm, "save_pretrained") or self.config.lora == "none"):
+            raise ValueError("this model has no LoRA adapter to save; use save_pretrained(path, merge=True)")
+        save_tensors(self.encoder.state_dict(), path / ENCODER_WEIGHTS)
         if merge:
             llm = self.llm
             if hasattr(llm, "merge_and_unload"):
                 llm = copy.deepcopy(llm)  # the live model keeps its shared experts and adapters
                 unshare_experts(llm)
                 llm = llm.merge_and_unload()
-            merged = path / MERGED_DIR
-            merged.mkdir(exist_ok=True)
-            llm.config.save_pretrained(merged)
-            save_model(llm, str(merged / "model.safetensors"), metadata={"format": "pt"})  # ties deduplicated
-            self.tokenizer.save_pretrained(merged)
+            with atomic(path / MERGED_DIR) as merged:
+                llm.config.save_pretrained(merged)
+                save_tensors(llm, merged / "model.safetensors")  # tied weights stored once
+                self.tokenizer.save_pretrained(merged)
             config["merged"] = True
         else:
-            if not hasattr(self.llm, "save_pretrained") or self.config.lora == "none":
-                raise ValueError("this model has no LoRA adapter to save; use save_pretrained(path, merge=True)")
-            self.llm.save_pretrained(path / ADAPTER_DIR)
-        (path / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+            with atomic(path / ADAPTER_DIR) as adapter:
+                self.llm.save_pretrained(adapter)
+        write_json(config, path / CONFIG_NAME)
         return path
 
     @classmethod
     def from_pretrained(cls, path: str | Path, llm_path: str | None = None) -> "ThreeDMoELLM":
         """Load a directory written by save_pretrained. `llm_path` overrides the base LM directory
-        recorded for the llama-3.2-1b preset (checkpoints move between machines)."""
-        from safetensors.torch import load_file
-
+        recorded for the llama-3.2-1b preset (checkpoints move between machines). CheckpointError
+        naming the file that is missing, corrupt or does not fit."""
         path = Path(path)
-        config_file = path / CONFIG_NAME
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}; it is not a 3D-MoE LLM checkpoint "
-                                    "(write one with ThreeDMoELLM.save_pretrained)")
-        raw = json.loads(config_file.read_text())
+        if not (path / CONFIG_NAME).is_file():
+            raise CheckpointError(f"{path} has no {CONFIG_NAME}; it is not a 3D-MoE LLM checkpoint "
+                                  "(write one with ThreeDMoELLM.save_pretrained)")
+        raw = read_json(path / CONFIG_NAME, "3D-MoE LLM config")
         merged = raw.pop("merged", False)
         if llm_path is not None:
             raw["llm_path"] = llm_path
@@ -348,34 +346,38 @@ class ThreeDMoELLM(ConditionEncoder):
             model = cls(config)
             adapter = path / ADAPTER_DIR / "adapter_model.safetensors"
             if not adapter.is_file():
-                raise FileNotFoundError(f"checkpoint {path} lacks {adapter.relative_to(path)}; was it saved completely?")
+                raise CheckpointError(f"checkpoint {path} lacks {adapter.relative_to(path)}; was it saved completely?")
             from peft import set_peft_model_state_dict
 
-            result = set_peft_model_state_dict(model.llm, load_file(str(adapter)))
+            result = set_peft_model_state_dict(model.llm, load_tensors(adapter))
             if result.unexpected_keys:
-                raise ValueError(f"{adapter} does not fit this model (unexpected {result.unexpected_keys[:3]} …); "
-                                 "was it saved with another LLM or MoE preset?")
-        model.encoder.load_state_dict(load_file(str(path / ENCODER_WEIGHTS)))
+                raise CheckpointError(f"{adapter} does not fit this model (unexpected {result.unexpected_keys[:3]} …); "
+                                      "was it saved with another LLM or MoE preset?")
+        model.load_3d_encoder(path)
         return model.eval()
+
+    def load_3d_encoder(self, path: str | Path) -> None:
+        """Take the 3D encoder (PointNet++, spatial transformer, projection) from the checkpoint directory
+        `path`, whatever LLM that checkpoint was saved with (Stage II from one Stage I run for any MoE preset)."""
+        load_module(self.encoder, Path(path) / ENCODER_WEIGHTS)
 
 
 def _load_merged(directory: Path):
     """(llm, tokenizer) of a merged checkpoint: a dense LM of the saved shape, upcycled with
     independent experts, then filled with the saved weights."""
-    from safetensors.torch import load_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if not (directory / "model.safetensors").is_file():
-        raise FileNotFoundError(f"merged checkpoint {directory} has no model.safetensors")
+        raise CheckpointError(f"merged checkpoint {directory} has no model.safetensors")
     hf_config = AutoConfig.from_pretrained(directory, local_files_only=True)
     llm = AutoModelForCausalLM.from_config(hf_config)
     moe = getattr(hf_config, "moe", None)
     if isinstance(moe, dict):
         upcycle_to_moe(llm, moe["num_experts"], moe["top_k"], moe["layers"], share_frozen_experts=False,
                        aux_loss_coef=moe["aux_loss_coef"])
-    missing, unexpected = load_model(llm, str(directory / "model.safetensors"), strict=False)
+    missing, unexpected = load_module(llm, directory / "model.safetensors", strict=False)
     if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
-        raise ValueError(f"{directory}/model.safetensors does not fit its config.json "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CheckpointError(f"{directory}/model.safetensors does not fit its config.json "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     llm.tie_weights()
     return llm.eval(), AutoTokenizer.from_pretrained(directory, local_files_only=True)

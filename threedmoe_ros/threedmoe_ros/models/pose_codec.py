@@ -70,6 +70,11 @@ class PoseCodecConfig:
         """d: channels per encoded pose."""
         return 3 + ROTATIONS[self.rotation]
 
+    @property
+    def unit_m(self) -> tuple[float, float, float]:
+        """Metres per normalised unit on each axis (half the box): what a metric tolerance is in the normalised space."""
+        return tuple((h - lo) / 2 for lo, h in zip(self.low, self.high))
+
 
 def quat_to_rpy(q: torch.Tensor) -> torch.Tensor:
     """(..., 4) quaternions x y z w (any norm) → (..., 3) roll, pitch, yaw (ZYX Euler)."""

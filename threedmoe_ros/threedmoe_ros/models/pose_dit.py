@@ -20,7 +20,6 @@ of the grid sees inputs of the kind it was trained on.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from threedmoe_ros.models.condition import Condition
+from threedmoe_ros.models.pose_codec import PoseCodecConfig
 
 
 class Context(NamedTuple):
@@ -59,9 +59,6 @@ class PoseDiTConfig:
     num_heads: int = 4
     # DiT's 4: the MLP is where a token turns attended context into a pose update.
     mlp_ratio: float = 4.0
-    # D_cond of the condition tokens; projected to hidden_size (the paper projects the LLM's
-    # final-token embedding to 256).
-    cond_dim: int = 256
     # Also add the masked mean of the condition to the adaLN input, so every block's scale/shift
     # knows the task, not only the tokens that cross-attend (cheap: one vector per sample).
     pool_condition: bool = True
@@ -78,14 +75,11 @@ class PoseDiTConfig:
     # Largest offset from the chosen anchor (m, each axis): a slot anywhere in a 15 cm zone, a block's
     # height above a support, half a grid cell.
     pointer_offset_m: float = 0.08
-    # Metres per normalised unit on each axis (half the workspace box): PolicyConfig derives it
-    # from the pose codec, so the pointer's metric tolerances hold in the normalised space.
-    unit_m: tuple[float, float, float] = (0.25, 0.5, 0.15)
     # Weight of the pointer's cross-entropy against the clean-sample regression.
     pointer_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("pose_dim", "horizon", "hidden_size", "depth", "num_heads", "cond_dim"):
+        for name in ("pose_dim", "horizon", "hidden_size", "depth", "num_heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"PoseDiTConfig.{name} must be a positive int, got {value!r}")
@@ -100,9 +94,8 @@ class PoseDiTConfig:
         if self.output not in OUTPUTS:
             raise ValueError(f"PoseDiTConfig.output must be one of {OUTPUTS}, got {self.output!r}")
         self.grid = tuple(int(v) for v in self.grid)
-        self.unit_m = tuple(float(v) for v in self.unit_m)
-        if len(self.grid) != 2 or min(self.grid) < 1 or len(self.unit_m) != 3 or min(self.unit_m) <= 0:
-            raise ValueError(f"PoseDiTConfig: grid needs 2 counts >= 1 and unit_m 3 lengths > 0, got {self.grid}, {self.unit_m}")
+        if len(self.grid) != 2 or min(self.grid) < 1:
+            raise ValueError(f"PoseDiTConfig: grid needs 2 counts >= 1, got {self.grid}")
         if not self.pointer_offset_m > 0 or self.pointer_weight < 0:
             raise ValueError("PoseDiTConfig: pointer_offset_m must be > 0 and pointer_weight >= 0")
         if self.output == "pointer" and self.pose_dim < 4:
@@ -276,7 +269,7 @@ class PointerOutput(nn.Module):
     a soft, score-weighted average of anchors was measured to land picks between blocks.
     """
 
-    def __init__(self, cfg: PoseDiTConfig):
+    def __init__(self, cfg: PoseDiTConfig, unit_m: tuple[float, float, float]):
         super().__init__()
         H = cfg.hidden_size
         self.cfg = cfg
@@ -289,7 +282,7 @@ class PointerOutput(nn.Module):
         self.register_buffer("grid", grid.reshape(-1, 3), persistent=False)  # (G, 3)
         self.grid_embed = nn.Parameter(torch.zeros(gx * gy, H))
         self.delta = nn.Sequential(nn.Linear(2 * H, H), nn.GELU(), nn.Linear(H, cfg.pose_dim))
-        unit = torch.tensor(cfg.unit_m)
+        unit = torch.tensor(unit_m, dtype=torch.float32)
         self.register_buffer("unit", unit, persistent=False)
         self.register_buffer("max_offset", cfg.pointer_offset_m / unit, persistent=False)
 
@@ -341,25 +334,35 @@ class PoseDiT(nn.Module):
 
     `out` is whatever the scheduler trains it to predict (a velocity for rectified flow, the noise
     for DDPM); the head does not know which. t ∈ [0, 1] in the scheduler's own convention.
+
+    Two sizes come from the parts around the head, not from its config (the Policy passes them):
+    cond_dim, the width D_cond of the encoder's tokens, projected to hidden_size (the paper projects
+    the LLM's final-token embedding to 256); and unit_m, metres per normalised unit on each axis (the
+    pose codec's PoseCodecConfig.unit_m), so the pointer's metric tolerances hold in the normalised space.
     """
 
-    def __init__(self, config: PoseDiTConfig | None = None):
+    def __init__(self, config: PoseDiTConfig, cond_dim: int, unit_m: tuple[float, float, float] = PoseCodecConfig().unit_m):
         super().__init__()
-        self.config = cfg = config or PoseDiTConfig()
+        if isinstance(cond_dim, bool) or not isinstance(cond_dim, int) or cond_dim < 1:
+            raise ValueError(f"PoseDiT: cond_dim must be a positive int (the encoder's cond_dim), got {cond_dim!r}")
+        if len(unit_m) != 3 or not min(unit_m) > 0:
+            raise ValueError(f"PoseDiT: unit_m needs 3 lengths > 0 (metres per normalised unit), got {unit_m}")
+        self.config = cfg = config
+        self.cond_dim = cond_dim
         H = cfg.hidden_size
         self.x_embedder = nn.Linear(cfg.pose_dim, H)
         self.role_embed = nn.Parameter(torch.zeros(2, H))  # pick vs place
         # Fixed sinusoidal step positions, as DiT's fixed pos_embed: no parameters to overfit order.
         self.register_buffer("step_embed", sincos_embedding(torch.arange(cfg.horizon), H), persistent=False)
         self.t_embedder = TimestepEmbedder(H)
-        self.cond_proj = nn.Linear(cfg.cond_dim, H)
+        self.cond_proj = nn.Linear(cond_dim, H)
         # A learned token every sample can attend to, so an all-masked condition row is still
         # defined (attention over zero keys is NaN) and "no information" has a representation.
         self.null_token = nn.Parameter(torch.zeros(1, 1, H))
         self.cond_pool = nn.Sequential(nn.SiLU(), nn.Linear(H, H)) if cfg.pool_condition else None
         self.blocks = nn.ModuleList(STDiTBlock(H, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final_layer = FinalLayer(H, cfg.pose_dim)
-        self.pointer = PointerOutput(cfg) if cfg.output == "pointer" else None
+        self.pointer = PointerOutput(cfg, unit_m) if cfg.output == "pointer" else None
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -445,81 +448,3 @@ class PoseDiT(nn.Module):
         steps = valid if valid is not None else torch.ones(target.shape[:2], dtype=torch.bool, device=target.device)
         ce = F.cross_entropy(scores[steps].flatten(0, -2), target[steps].flatten()) if steps.any() else scores.sum() * 0
         return out, logit, self.config.pointer_weight * ce
-
-
-class _Denoiser(nn.Module):
-    """PoseDiT.forward with the Context flattened into tensors, the form TorchScript can trace."""
-
-    def __init__(self, model: PoseDiT):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x, t, kv: list[tuple[torch.Tensor, torch.Tensor]], mask, pooled, *anchors):
-        return self.model(x, t, Context(kv, mask, pooled, *anchors))
-
-
-class FrozenPoseDiT:
-    """A PoseDiT traced and frozen with TorchScript, for planning only.
-
-    At batch 1 a sampling step is ~400 small ops and eager PyTorch spends a large share of a CPU
-    step dispatching them; a frozen graph (weights folded in, oneDNN kernels from
-    optimize_for_inference) gives the same numbers (to ~1e-6) about 1.6× faster. It quacks like a
-    PoseDiT for the schedulers (`config`, `context`, call). The weights are a copy taken now:
-    freeze again after they change or move. Inputs of another shape than traced, and calls with
-    gradients on, go to the eager model.
-
-    TorchScript is deprecated in favour of torch.compile, which we measured too: minutes of
-    compilation on a 2-core machine and no gain at this size. So the old tool is used on purpose,
-    and if it fails (or is gone) planning falls back to the eager model with a warning.
-    """
-
-    def __init__(self, model: PoseDiT, batch: int = 1):
-        self.model, self.config = model, model.config
-        cfg, device = model.config, model.null_token.device
-        x = torch.zeros(batch, cfg.horizon, 2, cfg.pose_dim, device=device)
-        self._shape, self._denoise = tuple(x.shape), None
-        was_training = model.training
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks become constants: intended
-                ctx = self._full(model.context(self._example_condition(batch, device)))
-                traced = torch.jit.trace(_Denoiser(model).eval(), (x, torch.zeros(batch, device=device), *ctx), check_trace=False)
-                frozen = torch.jit.freeze(traced)
-                try:
-                    frozen = torch.jit.optimize_for_inference(frozen)
-                except RuntimeError:  # builds without oneDNN: the frozen graph alone still helps
-                    pass
-                # TorchScript optimises a graph during its first runs; do them now, not in the first plan.
-                for _ in range(3):
-                    frozen(x, torch.zeros(batch, device=device), *ctx)
-            self._denoise = frozen
-        except Exception as e:  # noqa: BLE001 — any failure here only costs speed
-            warnings.warn(f"could not freeze Pose-DiT with TorchScript ({e}); planning with the eager model", stacklevel=2)
-        finally:
-            model.train(was_training)
-
-    def _example_condition(self, batch: int, device) -> Condition:
-        K = 4
-        return Condition(torch.zeros(batch, K, self.config.cond_dim, device=device),
-                         torch.ones(batch, K, dtype=torch.bool, device=device),
-                         torch.zeros(batch, K, 3, device=device), torch.zeros(batch, K, 4, device=device),
-                         torch.ones(batch, K, dtype=torch.bool, device=device))
-
-    def _full(self, ctx: Context) -> tuple:
-        # The traced graph always adds the pooled condition; zeros stand in when pooling is off.
-        # Anchor boxes are for training only (assigning targets), so they stay out of the graph.
-        if ctx.pooled is None:
-            B, H = ctx.mask.shape[0], self.config.hidden_size
-            ctx = ctx._replace(pooled=torch.zeros(B, H, device=ctx.mask.device))
-        extra = () if ctx.anchor_keys is None else (ctx.anchor_keys, ctx.anchor_pos, ctx.anchor_valid)
-        return (ctx.kv, ctx.mask, ctx.pooled, *extra)
-
-    def context(self, cond, cond_mask: torch.Tensor | None = None) -> Context:
-        return self.model.context(cond, cond_mask)
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond, cond_mask: torch.Tensor | None = None, **training):
-        ctx = cond if isinstance(cond, Context) else self.model.context(cond, cond_mask)
-        if self._denoise is None or tuple(x.shape) != self._shape or torch.is_grad_enabled() or training:
-            return self.model(x, t, ctx, **training)
-        return self._denoise(x, t.to(x.dtype).expand(x.shape[0]), *self._full(ctx))

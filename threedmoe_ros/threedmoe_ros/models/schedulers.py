@@ -4,6 +4,7 @@ A scheduler is a small stateless object with one face:
 
     loss(model, x, cond, mask, valid=None) -> (loss, info)
     sample(model, cond, mask, steps=None, generator=None, horizon=None) -> (x, valid_logit)
+    inference_steps(steps) -> int      the steps a request means: None or 0 = num_inference_steps
 
 `model(x_t, t, cond, mask) -> (out, valid_logit)` is a PoseDiT (samplers call `model.context(cond, mask)`
 once and pass it as `cond`); x is (B, T, 2, d) in [−1, 1];
@@ -62,6 +63,15 @@ def _final_validity(model: nn.Module, x: torch.Tensor, ctx, t_clean: float) -> t
     return model(x, t, ctx)[1]
 
 
+def _resolve_steps(steps: int | None, default: int) -> int:
+    """The sampling steps a caller asked for: None or 0 mean `default` (the checkpoint's own)."""
+    if steps is None:
+        return default
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a positive int, or 0 or None for the checkpoint's own, got {steps!r}")
+    return steps or default
+
+
 def _noise(model: nn.Module, cond, horizon: int | None, generator: torch.Generator | None) -> torch.Tensor:
     cfg = model.config
     cond = getattr(cond, "tokens", cond)  # condition tokens, or a Condition holding them
@@ -93,6 +103,10 @@ class RectifiedFlow:
         if self.num_train_timesteps < 1 or self.num_inference_steps < 1:
             raise ValueError("RectifiedFlow: num_train_timesteps and num_inference_steps must be >= 1")
 
+    def inference_steps(self, steps: int | None = None) -> int:
+        """Euler steps for a request: None or 0 = num_inference_steps; any positive count runs."""
+        return _resolve_steps(steps, self.num_inference_steps)
+
     def sample_t(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
         u = torch.rand(batch, device=device) if self.timestep_sampling == "uniform" else torch.sigmoid(torch.randn(batch, device=device))
         return torch.floor(u * self.num_train_timesteps).clamp_max(self.num_train_timesteps - 1) / self.num_train_timesteps
@@ -113,7 +127,7 @@ class RectifiedFlow:
     @torch.no_grad()
     def sample(self, model: nn.Module, cond: torch.Tensor, mask: torch.Tensor | None = None, steps: int | None = None,
                generator: torch.Generator | None = None, horizon: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        steps = steps or self.num_inference_steps
+        steps = self.inference_steps(steps)
         # Times i/steps lie on the training grid when steps divides num_train_timesteps (1, 2, 4,
         # 10, ...); other counts fall between grid points, which the smooth time embedding absorbs.
         x = _noise(model, cond, horizon, generator)  # t = 0
@@ -166,6 +180,17 @@ class DDPM:
             raise ValueError(f"DDPM.num_inference_steps must be in [1, {self.num_train_timesteps}], got {self.num_inference_steps}")
         self.alphas_cumprod = cosine_alphas_cumprod(self.num_train_timesteps)  # (N,)
 
+    def inference_steps(self, steps: int | None = None) -> int:
+        """Denoising steps for a request: None or 0 = num_inference_steps. Ancestral DDPM runs every
+        training step; DDIM any count up to num_train_timesteps."""
+        N, steps = self.num_train_timesteps, _resolve_steps(steps, self.num_inference_steps)
+        if self.sampler == "ddpm" and steps != N:
+            raise ValueError(f"DDPM ancestral sampling runs all {N} steps (got steps={steps}); use sampler='ddim' for "
+                             "fewer, or 0 for the checkpoint's own")
+        if steps > N:
+            raise ValueError(f"DDIM samples at most num_train_timesteps={N} steps, got steps={steps}")
+        return steps
+
     def loss(self, model: nn.Module, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None,
              valid: torch.Tensor | None = None) -> tuple[torch.Tensor, Info]:
         eps = torch.randn_like(x)
@@ -187,10 +212,7 @@ class DDPM:
     @torch.no_grad()
     def sample(self, model: nn.Module, cond: torch.Tensor, mask: torch.Tensor | None = None, steps: int | None = None,
                generator: torch.Generator | None = None, horizon: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        N = self.num_train_timesteps
-        steps = steps or self.num_inference_steps
-        if self.sampler == "ddpm" and steps != N:
-            raise ValueError(f"DDPM ancestral sampling runs all {N} steps (got steps={steps}); use sampler='ddim' for fewer")
+        N, steps = self.num_train_timesteps, self.inference_steps(steps)
         # Descending timesteps, evenly spread over [N−1, 0]: DDPM visits all of them.
         ks = torch.linspace(N - 1, 0, steps).round().long().tolist()
         tokens = getattr(cond, "tokens", cond)

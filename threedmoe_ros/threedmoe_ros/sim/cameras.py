@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 import pybullet as p
 
-from threedmoe_ros.sim.assets import WORKSPACE
 from threedmoe_ros.types import Cloud
+from threedmoe_ros.workspace import WORKSPACE
 
 D415_WIDTH, D415_HEIGHT, D415_FOCAL = 640, 480, 450.0
 
@@ -129,7 +129,8 @@ class FusionConfig:
     """How camera images become one world-frame cloud."""
 
     bounds: np.ndarray = field(default_factory=lambda: WORKSPACE.copy())
-    """Crop box [[xmin, xmax], [ymin, ymax], [zmin, zmax]], metres; the table surface z = 0 is kept."""
+    """Crop box [[xmin, xmax], [ymin, ymax], [zmin, zmax]], metres; the table surface z = 0 is kept. It
+    only crops the cloud: plans are checked against workspace.WORKSPACE, whatever this box is."""
     voxel: float = 0.004
     """Keep one point per voxel of this edge (m); 0 keeps every pixel. 4 mm keeps a 3 cm block's
     faces at ~50 points each and a cloud of ~30k points instead of ~150k."""

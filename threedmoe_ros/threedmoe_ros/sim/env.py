@@ -246,7 +246,7 @@ class TabletopEnv:
         """
         from threedmoe_ros.validation import validate_plan
 
-        error = validate_plan(plan, bounds=self.config.fusion.bounds, max_tilt_deg=self.config.max_tilt_deg, reach=False)
+        error = validate_plan(plan, max_tilt_deg=self.config.max_tilt_deg, reach=False)
         if error:
             return error
         for k, step in enumerate(plan):

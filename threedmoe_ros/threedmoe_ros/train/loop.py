@@ -30,6 +30,7 @@ import dataclasses
 import inspect
 import json
 import math
+import pickle
 import random
 import re
 import shutil
@@ -42,6 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from threedmoe_ros.models.checkpoint import CheckpointError, move_into_place
 
 STATE_DIR = "train_state"
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -205,7 +208,11 @@ class TrainState:
 
     def load(self, state_dir: Path, process_index: int, processes: int, name: str, main: bool) -> int:
         """Restore everything from state_dir; returns the step it was saved at."""
-        state = torch.load(state_dir / "state.pt", map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(state_dir / "state.pt", map_location="cpu", weights_only=False)
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise CheckpointError(f"{state_dir / 'state.pt'} is corrupt ({type(exc).__name__}: {exc}); "
+                                  "start without --resume") from None
         missing = set(self.names) - set(state["trainable"])
         if missing:
             raise ValueError(f"{state_dir} does not fit this model (no {sorted(missing)[:3]} …); was it another config?")
@@ -245,8 +252,7 @@ class TrainState:
             finally:
                 if raw is not None:
                     self.ema.swap_back(raw)
-            shutil.rmtree(state_dir, ignore_errors=True)
-            tmp.replace(state_dir)
+            move_into_place(tmp, state_dir)
         accelerator.wait_for_everyone()
 
 

@@ -33,7 +33,6 @@ import csv
 import dataclasses
 import functools
 import importlib
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +41,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from threedmoe_ros.models.checkpoint import CheckpointError, atomic, read_json
 from threedmoe_ros.models.light_encoder import LightEncoderConfig
 from threedmoe_ros.models.pose_codec import PoseCodecConfig
 from threedmoe_ros.models.pose_dit import PoseDiTConfig
-from threedmoe_ros.policy import Policy, PolicyConfig
+from threedmoe_ros.models.schedulers import SCHEDULERS
+from threedmoe_ros.policy import ENCODERS, Policy, PolicyConfig, encoder_entry, load_encoder
 from threedmoe_ros.data.synthetic import SyntheticPickPlace
 from threedmoe_ros.train.loop import LoopConfig, add_config_arguments, config_from_arguments, fit
 from threedmoe_ros.types import Cloud, as_plan
@@ -69,8 +70,8 @@ class TrainConfig(LoopConfig):
     # Decode every episode once and keep samples in memory with clouds thinned to this many points
     # (object points always kept); 0 reads bags on demand (slow: samples are drawn in random order).
     cache_points: int = 4096
-    # Condition encoder: "light" (trained with the head), "lm" (the frozen LM's states beside the light
-    # encoder's features, models/lm_condition.py) or "3dmoe" (the 3D-MoE LLM of --encoder-checkpoint).
+    # Condition encoder, one of policy.ENCODERS: light (trained with the head), lm (the frozen LM's states beside
+    # the light encoder's features, models/lm_condition.py) or 3dmoe (the 3D-MoE LLM of --encoder-checkpoint).
     encoder: str = "light"
     # lm only: the LM preset, the decoder layer whose states the head reads, the prompt order, which states it reads
     # (objects, instruction or both), and how many simulator scenes fit the object-token alignment.
@@ -82,7 +83,7 @@ class TrainConfig(LoopConfig):
     # lm only: where the precomputed LM states are kept (default OUT/encoder_inputs.pt); runs that share
     # data and LM settings can share the file, since the LM runs once per sample.
     encoder_inputs: str | None = None
-    # A ThreeDMoELLM checkpoint (Stage II's checkpoint/) for --encoder 3dmoe.
+    # The checkpoint of an encoder that keeps its own (--encoder 3dmoe: Stage II's checkpoint/).
     encoder_checkpoint: str | None = None
     # What of the LLM conditions the head: final_token (the paper's: the last prompt token's hidden
     # state) or all_hidden (the hidden states of the 3D object tokens and the instruction).
@@ -108,14 +109,16 @@ class TrainConfig(LoopConfig):
             raise ValueError("give --data DIR (recorded episodes) or --synthetic N")
         if self.data is not None and self.synthetic > 0:
             raise ValueError("give either --data or --synthetic, not both")
-        if self.encoder not in ("light", "lm", "3dmoe"):
-            raise ValueError(f"--encoder must be light, lm or 3dmoe, got {self.encoder!r}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"--encoder must be one of {', '.join(sorted(ENCODERS))}, got {self.encoder!r}")
         if self.lm_read not in LM_READ:
             raise ValueError(f"--lm-read must be one of {sorted(LM_READ)}, got {self.lm_read!r}")
-        if self.encoder == "3dmoe" and not self.encoder_checkpoint:
-            raise ValueError("--encoder 3dmoe needs --encoder-checkpoint DIR (a Stage II checkpoint/)")
-        if self.init_from is not None and self.encoder == "3dmoe":
-            raise ValueError("--init-from starts a light or lm policy; the 3D-MoE encoder comes from --encoder-checkpoint")
+        if encoder_entry(self.encoder)[1].saves_itself:
+            if not self.encoder_checkpoint:
+                raise ValueError(f"--encoder {self.encoder} needs --encoder-checkpoint DIR (for 3dmoe, a Stage II checkpoint/)")
+            if self.init_from is not None:
+                raise ValueError(f"--init-from starts a policy whose encoder trains with it; the {self.encoder} encoder "
+                                 "comes from --encoder-checkpoint")
         if self.condition not in ("final_token", "all_hidden") or self.regime not in ("frozen", "joint"):
             raise ValueError(f"--condition must be final_token or all_hidden and --regime frozen or joint, "
                              f"got {self.condition!r}, {self.regime!r}")
@@ -220,9 +223,8 @@ def cached_items(cfg: TrainConfig, path: Path, stamp: dict, compute) -> Items:
         cached = torch.load(path, weights_only=False) if path.is_file() else None
         if cached is None or cached["stamp"] != stamp:
             items = compute()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"stamp": stamp, "items": items}, path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").replace(path)
+            with atomic(path) as tmp:
+                torch.save({"stamp": stamp, "items": items}, tmp)
     state.wait_for_everyone()
     return Items(torch.load(path, weights_only=False)["items"])
 
@@ -278,28 +280,27 @@ def collate_cached(samples: list[tuple], horizon: int) -> dict:
 # ----- training -----------------------------------------------------------------------------------
 
 def build_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
-    """The policy to train: the light encoder as configured, or the 3D-MoE LLM of cfg.encoder_checkpoint
-    with the condition asked for, its parameters trainable as the regime says."""
+    """The policy to train, its encoder the registered one cfg.encoder names (policy.ENCODERS). An encoder
+    that keeps a checkpoint of its own (the 3D-MoE LLM) is loaded from cfg.encoder_checkpoint as a policy
+    checkpoint loads it, with the condition asked for and its parameters trainable as the regime says;
+    the others are built from their config (the light encoder's, or the lm encoder's from the lm flags)."""
+    if encoder_entry(cfg.encoder)[1].saves_itself:
+        encoder = load_encoder(cfg.encoder, cfg.encoder_checkpoint)
+        encoder.config.condition = cfg.condition
+        policy_config = dataclasses.replace(policy_config, encoder=cfg.encoder,
+                                            encoder_config=dataclasses.asdict(encoder.config))
+        policy = Policy(policy_config, encoder=encoder)
+        if cfg.regime == "frozen":
+            encoder.requires_grad_(False)
+        else:
+            encoder.configure_stage(2)  # LoRA, routers and the projection, as in Stage II
+        return policy
     if cfg.encoder == "lm":
         return build_lm_policy(cfg, policy_config)
-    if cfg.encoder == "light":
-        if cfg.top_color:
-            policy_config = dataclasses.replace(policy_config, encoder_config={**policy_config.encoder_config,
-                                                                              "top_color": True})
-        return Policy(policy_config)
-    from threedmoe_ros.models.mm_llm import ThreeDMoELLM
-
-    encoder = ThreeDMoELLM.from_pretrained(cfg.encoder_checkpoint)
-    encoder.config.condition = cfg.condition
-    policy_config = dataclasses.replace(
-        policy_config, encoder="3dmoe", encoder_config=dataclasses.asdict(encoder.config),
-        head=dataclasses.replace(policy_config.head, cond_dim=encoder.cond_dim))
-    policy = Policy(policy_config, encoder=encoder)
-    if cfg.regime == "frozen":
-        encoder.requires_grad_(False)
-    else:
-        encoder.configure_stage(2)  # LoRA, routers and the projection, as in Stage II
-    return policy
+    if cfg.top_color:
+        policy_config = dataclasses.replace(policy_config, encoder_config={**policy_config.encoder_config,
+                                                                          "top_color": True})
+    return Policy(policy_config)
 
 
 def build_lm_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
@@ -312,9 +313,7 @@ def build_lm_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
         read_objects, read_instruction = LM_READ[cfg.lm_read]
         encoder_config = LMConditionConfig(light={**light, "top_color": True}, llm=cfg.lm_llm, layer=cfg.lm_layer, order=cfg.lm_order,
                                            read_objects=read_objects, read_instruction=read_instruction)
-        policy_config = dataclasses.replace(
-            policy_config, encoder="lm", encoder_config=dataclasses.asdict(encoder_config),
-            head=dataclasses.replace(policy_config.head, cond_dim=encoder_config.light_config().dim))
+        policy_config = dataclasses.replace(policy_config, encoder="lm", encoder_config=dataclasses.asdict(encoder_config))
     return Policy(policy_config)
 
 
@@ -380,10 +379,9 @@ def export_inputs(cfg: TrainConfig, dataset: Dataset, path: str | Path, progress
         cloud, instruction, plan = _fields(dataset[i])
         samples.append((object_inputs(cloud, light), instruction, np.asarray(plan, np.float32)))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     alignment = alignment_pairs(light, cfg.align_scenes, progress)
-    torch.save({"samples": samples, "alignment": alignment, "light": dataclasses.asdict(light)}, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    with atomic(path) as tmp:
+        torch.save({"samples": samples, "alignment": alignment, "light": dataclasses.asdict(light)}, tmp)
     return path
 
 
@@ -428,7 +426,7 @@ def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resum
     out = Path(cfg.out)
     resumed = resume and (out / "checkpoint" / "config.json").is_file()
     if resumed:
-        policy_config = PolicyConfig.from_dict(json.loads((out / "checkpoint" / "config.json").read_text()))
+        policy_config = PolicyConfig.from_dict(read_json(out / "checkpoint" / "config.json", "policy config"))
     source = Policy.from_pretrained(cfg.init_from) if cfg.init_from and not resumed else None
     if source is not None:
         policy_config = source.config
@@ -453,7 +451,7 @@ def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resum
             print(f"object-token alignment: relative residual {residual:.3f}")
         dataset = precomputed_inputs(cfg, policy, dataset, progress)
         collate = functools.partial(collate_precomputed, horizon=policy.config.head.horizon)
-    if cfg.encoder == "3dmoe" and cfg.regime == "frozen":
+    if policy.encoder.saves_itself and cfg.regime == "frozen":
         dataset = cached_conditions(cfg, policy, dataset, progress)
         collate = functools.partial(collate_cached, horizon=policy.config.head.horizon)
     result = fit(cfg, policy, dataset, collate, lambda model, path: model.save_pretrained(path), resume=resume,
@@ -538,7 +536,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, PolicyConfig
                                                   "--resume continues")
     add_config_arguments(p, TrainConfig)
     g = p.add_argument_group("policy (ignored with --resume: the run's own config is used)")
-    g.add_argument("--scheduler", default="rectified_flow", choices=["rectified_flow", "ddpm"],
+    g.add_argument("--scheduler", default="rectified_flow", choices=sorted(SCHEDULERS),
                    help="training objective and sampler (rectified flow is the paper's)")
     g.add_argument("--head-output", default="pointer", choices=["pointer", "direct"],
                    help="pointer: poses relative to the scene's objects; direct: the paper's plain regression head")
@@ -573,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         train(cfg, policy_config, dataset, resume=args.resume, stop_after=args.stop_after)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"checkpoint: {Path(cfg.out) / 'checkpoint'}")
     return 0

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from threedmoe_ros.data.qa import QADataset
+from threedmoe_ros.models.checkpoint import CheckpointError, write_json
 from threedmoe_ros.models.mm_llm import MMLLMConfig, ThreeDMoELLM
 from threedmoe_ros.train.loop import LoopConfig, add_config_arguments, config_from_arguments, fit
 
@@ -222,15 +223,7 @@ def build_model(cfg: StageConfig) -> ThreeDMoELLM:
         return ThreeDMoELLM.from_pretrained(cfg.init)
     model = ThreeDMoELLM(MMLLMConfig(**cfg.model))
     if cfg.init_encoder:
-        from safetensors.torch import load_file
-
-        from threedmoe_ros.models.mm_llm import ENCODER_WEIGHTS
-
-        weights = Path(cfg.init_encoder) / ENCODER_WEIGHTS
-        if not weights.is_file():
-            raise FileNotFoundError(f"init_encoder {cfg.init_encoder} has no {ENCODER_WEIGHTS}; "
-                                    "give a checkpoint/ directory written by Stage I")
-        model.encoder.load_state_dict(load_file(str(weights)))
+        model.load_3d_encoder(cfg.init_encoder)
     return model
 
 
@@ -271,7 +264,7 @@ def train(cfg: StageConfig, progress: bool = True, resume: bool = False, stop_af
     summary = {"steps": result.steps, "seconds": round(result.seconds, 1), "text_tokens": int(tokens),
                "tokens_per_s": round(tokens / result.seconds, 1), "samples_per_s": round(result.samples / result.seconds, 2),
                "trainable_params": result.trainable_params}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(summary, out / "summary.json")
     if cfg.eval_data:
         if cfg.qa_format == "simulator":
             eval_set = cfg.eval_data
@@ -281,7 +274,7 @@ def train(cfg: StageConfig, progress: bool = True, resume: bool = False, stop_af
             eval_set = load_qa(cfg.qa_format, cfg.eval_data, cfg.scenes)
         metrics = evaluate(model, eval_set, cfg.eval_items, cfg.max_new_tokens, cfg.eval_kinds, progress=progress,
                            scene_input=cfg.scene_input, seed=cfg.seed)
-        (out / "eval.json").write_text(json.dumps(metrics, indent=2))
+        write_json(metrics, out / "eval.json")
         print(json.dumps(metrics, indent=2))
     return model
 
@@ -338,7 +331,7 @@ def run_cli(stage: int, argv: list[str] | None, description: str = __doc__) -> i
     cfg, args = parse_args(stage, argv, description)
     try:
         train(cfg, resume=args.resume, stop_after=args.stop_after)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, CheckpointError) as exc:
         print(f"threedmoe-train-stage{cfg.stage}: {exc}", file=sys.stderr)
         return 2
     return 0
