@@ -59,7 +59,7 @@ def test_launch_file_is_consistent(path):
 
 def test_declared_parameters_are_read_from_the_node_source():
     params = declared_parameters("policy")
-    assert params["checkpoint"] == "" and params["sampling_steps"] == 4 and "use_sim_time" in params
+    assert params["checkpoint"] == "" and params["sampling_steps"] == 0 and "use_sim_time" in params
     assert declared_parameters("sim_bridge")["tasks"] == ["put-block-in-zone"]
 
 

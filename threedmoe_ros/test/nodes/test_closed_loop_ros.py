@@ -28,8 +28,9 @@ def test_bringup_sim_eval_completes_episodes_and_reports(ros_env, tmp_path):
     run = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=600)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-4000:]
-    for node in ("[sim_bridge]", "[policy]", "[evaluator]"):
-        assert node in log, f"no output forwarded from {node}"
+    for node in ("sim_bridge", "policy", "evaluator"):
+        assert f"[{node}]" in log, f"no output forwarded from {node}"
+        assert log.count(f"{node} ready: ") == 1, f"{node} did not say once that it is up"
 
     record = json.loads((out / "success.json").read_text())
     episodes = record["episodes"]
@@ -47,3 +48,47 @@ def test_bringup_sim_eval_completes_episodes_and_reports(ros_env, tmp_path):
     assert all(table.count(f"| {task} | seen |") == 1 for task in tasks), table
     assert (out / "success.png").stat().st_size > 0
     assert "Closed-loop success" in run.stdout  # the table is printed at the end
+
+
+def test_clouds_in_a_camera_frame_give_the_episode_world_clouds_give(rclpy_context, start_node):
+    """The sim bridge publishes its clouds in the front camera's optical frame (world → camera on
+    /tf_static); the policy moves them into world with TF. Same seed, same policy seed: the same
+    plans, published in world, and the same outcome as with world-frame clouds."""
+    import numpy as np
+    from rosio import RosIO
+    from sensor_msgs.msg import PointCloud2
+
+    from threedmoe_ros.checkpoints import LIGHT_POLICY
+    from threedmoe_ros.nodes import conversions as conv
+
+    policy = start_node("policy_node", {"checkpoint": str(LIGHT_POLICY), "seed": 0}, "policy")
+    io = RosIO(rclpy_context, reliable_points=True)  # no best-effort publisher the policy would report
+    cloud_frames: list[str] = []
+    io.node.create_subscription(PointCloud2, "points", lambda m: cloud_frames.append(m.header.frame_id), 10)
+    runs = []
+    try:
+        for cloud_frame in ("world", "front_camera_optical_frame"):
+            first_plan = len(io.plans)
+            bridge = start_node("sim_bridge_node", {
+                "tasks": ["put-block-in-zone"], "colors": ["seen"], "seed_start": 2_000_000, "episodes": 1,
+                "cloud_frame": cloud_frame, "plan_timeout_s": 120.0, "wait_for_subscribers": ["points", "episode_result"],
+                # The wait ends when the policy subscribes; give this test's own reader of `points` time
+                # to match the new publisher too, or a busy machine lets a short episode's clouds pass it.
+                "start_delay_s": 3.0,
+            }, f"sim_bridge_{len(runs)}")
+            assert io.spin_until(lambda: len(io.results) > len(runs), 300), f"{bridge.log}\n{policy.log}"
+            assert bridge.wait(timeout=60) == 0, bridge.log
+            assert bridge.log.count(f"cloud frame '{cloud_frame}'") == 1, bridge.log  # in its ready line
+            io.spin_until(lambda: False, 1.0)  # the plan for the episode's last cloud
+            runs.append((io.results[len(runs)], io.plans[first_plan:]))
+            assert cloud_frame in cloud_frames, cloud_frames
+    finally:
+        io.close()
+    (world, world_plans), (camera, camera_plans) = runs
+    assert world.steps_taken > 0 and world.reason != "timeout", (world, policy.log)
+    assert (camera.success, camera.reason, camera.steps_taken) == (world.success, world.reason, world.steps_taken), (world, camera)
+    assert {p.header.frame_id for p in world_plans + camera_plans} == {"world"}
+    assert len(camera_plans) == len(world_plans)
+    for a, b in zip(world_plans, camera_plans):
+        np.testing.assert_allclose(conv.plan_from_msg(b), conv.plan_from_msg(a), atol=1e-3)  # TF: ~1e-7 m
+    assert "rejected" not in policy.log, policy.log

@@ -107,3 +107,58 @@ def test_bfloat16_node_reports_qos_it_cannot_hear_and_counts_clouds(rclpy_contex
         assert node.alive()
     finally:
         io.close()
+
+
+def test_a_camera_frame_cloud_is_planned_in_world_and_stage_timings_are_written(rclpy_context, start_node, tmp_path):
+    """A cloud in a camera's optical frame, with world → camera on /tf_static, gets the plan its world-frame
+    twin gets, published in world; a frame TF cannot reach is refused naming it; Ctrl-C leaves the timings file."""
+    import numpy as np
+    from rosio import RosIO, scene_cloud
+    from std_msgs.msg import String
+    from tf2_msgs.msg import TFMessage
+
+    from threedmoe_ros.checkpoints import LIGHT_POLICY
+    from threedmoe_ros.nodes import frames
+    from threedmoe_ros.nodes.timings import STAGES
+    from threedmoe_ros.sim.cameras import default_cameras
+
+    timings = tmp_path / "timings.json"
+    node = start_node("policy_node", {"checkpoint": str(LIGHT_POLICY), "seed": 0, "timings_path": str(timings),
+                                      "status_period_s": 0.5}, name="policy")
+    io = RosIO(rclpy_context, reliable_points=True)
+    front = default_cameras()[0]
+    camera = np.eye(4)
+    camera[:3, :3], camera[:3, 3] = front.rotation(), front.eye
+    tf_static = io.node.create_publisher(TFMessage, "/tf_static", frames.TF_STATIC_QOS)
+    tf_static.publish(TFMessage(transforms=[frames.transform_msg("world", "front_camera_optical_frame", camera)]))
+    try:
+        assert io.wait_for_subscriber("points"), node.log
+        io.instruction.publish(String(data=GOOD))
+        world = scene_cloud(10**9)
+        in_camera = frames.transform_cloud(scene_cloud(2 * 10**9), np.linalg.inv(camera), "front_camera_optical_frame")
+        assert np.abs(in_camera.xyz[:, 2]).min() > 0.3  # really in the camera's frame: z is the distance ahead
+        plans = []
+        for cloud in (world, in_camera):
+            io.points.publish(conv.cloud_to_msg(cloud))
+            assert io.spin_until(lambda: io.plans_for(cloud.stamp_ns), 60), node.log
+            plans.append(io.plans_for(cloud.stamp_ns)[0])
+        assert [p.header.frame_id for p in plans] == ["world", "world"]
+        np.testing.assert_allclose(conv.plan_from_msg(plans[1]), conv.plan_from_msg(plans[0]), atol=1e-3)
+
+        lidar = scene_cloud(3 * 10**9)
+        lidar.frame_id = "lidar"
+        io.points.publish(conv.cloud_to_msg(lidar))
+        assert io.spin_until(lambda: any(not s.ok and "'lidar'" in s.message for s in io.status), 30), node.log
+        refusal = next(s.message for s in io.status if not s.ok and "'lidar'" in s.message)
+        assert "no transform from 'lidar' to 'world'" in refusal and "front_camera_optical_frame" in refusal, refusal
+        assert not io.plans_for(lidar.stamp_ns)
+    finally:
+        io.close()
+    assert node.stop() == 0, node.log
+    assert node.log.count("policy ready: ") == 1 and "world frame 'world'" in node.log, node.log
+    record = json.loads(timings.read_text())
+    assert record["stages"] == list(STAGES)
+    assert [p["stamp_ns"] for p in record["plans"]] == [10**9, 2 * 10**9]
+    for plan in record["plans"]:
+        assert all(plan[f"{stage}_ms"] >= 0 for stage in STAGES) and plan["callback_wall_ns"] > 0, plan
+    assert record["plans"][0]["transform_ms"] < record["plans"][1]["transform_ms"]  # the world cloud needs no TF

@@ -24,6 +24,8 @@ class EvaluatorNode(Node):
         self.outcomes = []
         self._seen: set[tuple[str, int, bool]] = set()
         self.create_subscription(EpisodeResult, "episode_result", self._on_result, common.RESULTS)
+        until = f"exits after {self.expected} results" if self.expected > 0 else "runs until stopped"
+        self.get_logger().info(f"evaluator ready: success table to {self.output_dir}/success.{{json,md,png}}, {until}")
 
     def _on_result(self, msg: EpisodeResult) -> None:
         outcome = conv.outcome_from_msg(msg)

@@ -19,8 +19,17 @@ are dropped, never queued); a guard condition wakes the inference callback, whic
 mutually exclusive callback group on a MultiThreadedExecutor, so a slow plan never blocks the
 subscriptions and there is never more than one cloud waiting.
 
+Frames: plans are made and published in `world_frame`. A cloud in another frame (a camera's
+`*_optical_frame`) is moved into it with TF before it is validated (nodes/frames.py: tf2_ros where
+installed, else a listener of /tf_static and /tf); a frame TF cannot connect is refused, naming it.
+
+Timings: with `timings_path` set, each published plan's stage times (decode, transform, validate,
+wait, condition, head, check, publish; nodes/timings.py) are written there as JSON every
+`status_period_s` and when the node closes (Ctrl-C), for the end-to-end latency benchmark.
+
 Topics (relative names; remap as needed):
   in   points (sensor_msgs/PointCloud2; QoS by points_qos)   instruction, question (std_msgs/String)
+       /tf_static, /tf (tf2_msgs/TFMessage: where a cloud's frame is)
        episode_result (threedmoe_msgs/EpisodeResult; ends an ExecuteInstruction goal)
   out  pick_place_plan (threedmoe_msgs/PickPlacePlan, reliable + transient-local, depth 1)
        pick_place_poses (geometry_msgs/PoseArray)   pick_place_markers (visualization_msgs/MarkerArray)
@@ -78,9 +87,10 @@ from std_msgs.msg import String
 from threedmoe_msgs.msg import EpisodeResult, InputStatus, PickPlacePlan
 from visualization_msgs.msg import MarkerArray
 
-from threedmoe_ros.nodes import common
+from threedmoe_ros.nodes import common, frames
 from threedmoe_ros.nodes import conversions as conv
 from threedmoe_ros.nodes.common import LATCHED, doc
+from threedmoe_ros.nodes.timings import StageTimings, Stopwatch
 from threedmoe_ros.types import Cloud
 from threedmoe_ros.validation import MAX_INSTRUCTION_CHARS, MAX_POINTS, CloudLimits, InputError, validate_cloud, \
     validate_text
@@ -136,7 +146,9 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("torch_threads", 1, doc(
             "CPU threads for torch (0 = torch's default); one is fastest for a small head beside ROS's own threads"))
         self.declare_parameter("optimize", True, doc("plan with a TorchScript-frozen copy of the head (float32 only; same plans, ~1.5x faster)"))
-        self.declare_parameter("sampling_steps", 4, doc("rectified-flow Euler steps (0 = the checkpoint's default)"))
+        self.declare_parameter("sampling_steps", 0, doc(
+            "sampling steps per plan: Euler steps of rectified flow, denoising steps of DDPM "
+            "(0 = the checkpoint's own: 4 for the shipped rectified-flow policies)"))
         self.declare_parameter("refine", False, doc("snap plan positions onto the objects of a labelled cloud (models/refine.py)"))
         self.declare_parameter("horizon", 0, doc("most steps a published plan holds (0 = the model's horizon)"))
         self.declare_parameter("steps_per_plan", 0, doc("steps of each plan to publish for execution before re-planning (0 = all)"))
@@ -144,13 +156,17 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("points_qos", "reliable", doc(
             "QoS of the points subscription: reliable (the default: a large cloud sent best effort is often lost "
             "whole on a busy machine) or sensor_data (best effort: needed when the driver publishes best effort)"))
-        self.declare_parameter("frames", ["world"], doc("cloud frames accepted (no tf here: clouds must come in one of these)"))
+        self.declare_parameter("world_frame", "world", doc(
+            "frame plans are made and published in; a cloud in another frame is moved into it with TF "
+            "(/tf_static, /tf), and refused when TF has no path from its frame to this one"))
         self.declare_parameter("max_points", MAX_POINTS, doc("clouds with more points are refused"))
         self.declare_parameter("sanity_margin", CloudLimits.sanity_margin, doc(
             "points farther than this (m) outside the workspace, and NaN/inf points, are dropped"))
         self.declare_parameter("max_instruction_chars", MAX_INSTRUCTION_CHARS, doc("longer instructions/questions are refused"))
         self.declare_parameter("model_id", "", doc("name written into each plan (default: the checkpoint's directory name)"))
         self.declare_parameter("status_period_s", 5.0, doc("period of the ok status counting clouds on `status` (0 = off)"))
+        self.declare_parameter("timings_path", "", doc(
+            "write each published plan's stage times (ms) as JSON here every status period and on exit (empty = off)"))
         self.declare_parameter("result_wait_s", 10.0, doc(
             "after an empty plan, how long an ExecuteInstruction goal waits for the executor's episode_result"))
         self.declare_parameter("autostart", True, doc(
@@ -162,12 +178,14 @@ class PolicyNode(LifecycleNode):
         self.fatal: str | None = None  # why an autostart failed: main() exits non-zero with it
         self.action = None
         self._lock = threading.Lock()
-        self._newest: Cloud | None = None
+        self._newest: tuple[Cloud, Stopwatch] | None = None  # the cloud to plan on next, and its laps so far
         self._last_cloud: Cloud | None = None
         self._instruction: str | None = None
         self._active = False
         self._created: list = []
         self._timer = None
+        self.tf = None
+        self.timings: StageTimings | None = None
         self._counts = dict(received=0, planned=0, dropped=0, refused=0)
         self._last_log: dict[str, tuple[str, float]] = {}
         # Status is a plain publisher: bad input (and a failed configure) is reported even while inactive.
@@ -181,11 +199,18 @@ class PolicyNode(LifecycleNode):
         try:
             if p["points_qos"] not in POINTS_QOS:
                 raise ConfigureError(f"points_qos {p['points_qos']!r} is not one of {sorted(POINTS_QOS)}")
+            if not p["world_frame"]:
+                raise ConfigureError("world_frame is empty; name the frame plans are made in (e.g. 'world')")
             try:
+                # After TF, every cloud is in the world frame: the validator holds that.
                 self.limits = CloudLimits(max_points=int(p["max_points"]), sanity_margin=float(p["sanity_margin"]),
-                                          frames=tuple(p["frames"]))
+                                          frames=(p["world_frame"],))
             except (TypeError, ValueError) as exc:
                 raise ConfigureError(f"cloud limits: {exc}") from None
+            try:
+                self.timings = StageTimings(p["timings_path"]) if p["timings_path"] else None
+            except OSError as exc:
+                raise ConfigureError(f"timings_path {p['timings_path']!r}: {exc}") from None
             path = self._checkpoint_path(p["checkpoint"])
             self.planner = self._load(path, p)
         except Exception as exc:  # noqa: BLE001 - any failure is a configure failure, reported with its reason
@@ -196,7 +221,7 @@ class PolicyNode(LifecycleNode):
             self._configure_error = reason
             return TransitionCallbackReturn.FAILURE
         self.model_id = p["model_id"] or path.rstrip("/").split("/")[-1]
-        self.get_logger().info(f"loaded policy {path} on {p['device']} ({p['dtype']})")
+        self.checkpoint = path
 
         infer_group = MutuallyExclusiveCallbackGroup()
         io_group = ReentrantCallbackGroup()
@@ -204,6 +229,7 @@ class PolicyNode(LifecycleNode):
         self.poses_pub = self.create_lifecycle_publisher(PoseArray, "pick_place_poses", 10)
         self.markers_pub = self.create_lifecycle_publisher(MarkerArray, "pick_place_markers", 10)
         self.answer_pub = self.create_lifecycle_publisher(String, "answer", 10)
+        self.tf = frames.tf_listener(self, callback_group=io_group)
         self._guard = self.create_guard_condition(self._infer, callback_group=infer_group)
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         self._created = [
@@ -243,14 +269,26 @@ class PolicyNode(LifecycleNode):
         try:
             planner = Planner.from_pretrained(path, device=p["device"], dtype=p["dtype"], frozen=p["optimize"],
                                               refine=p["refine"], horizon=horizon)
+            # A step count the checkpoint's scheduler cannot run (DDPM runs all its steps) fails here,
+            # not as a refusal of every cloud.
+            planner.policy.scheduler.inference_steps(p["sampling_steps"])
             planner.warm_up()
-        except ValueError as exc:  # the planner names the device or dtype and what to use instead
+        except ValueError as exc:  # names the device, dtype or step count and what to use instead
             raise ConfigureError(str(exc)) from None
         return planner
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True
-        return super().on_activate(state)
+        done = super().on_activate(state)
+        p, policy = self.params, self.planner.policy
+        steps = policy.scheduler.inference_steps(p["sampling_steps"])
+        own = "" if p["sampling_steps"] else " (the checkpoint's)"
+        self.get_logger().info(
+            f"policy ready: checkpoint {self.checkpoint}, encoder {policy.config.encoder}, {policy.config.scheduler} "
+            f"with {steps} steps{own}, "
+            f"device {p['device']} {p['dtype']}, points QoS {p['points_qos']}, world frame '{p['world_frame']}'"
+            + (f", timings to {p['timings_path']}" if p["timings_path"] else ""))
+        return done
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
@@ -270,12 +308,16 @@ class PolicyNode(LifecycleNode):
         self._closing, self._active = True, False
         if self._inferring.acquire(timeout=10.0):
             self._inferring.release()
+        self._write_timings()
 
     def _release(self) -> None:
         self._active = False
         for sub in self._created:
             self.destroy_subscription(sub)
         self._created = []
+        if self.tf is not None:
+            self.tf.destroy()
+            self.tf = None
         for name in ("_timer", "_trim_timer"):
             if getattr(self, name, None) is not None:
                 self.destroy_timer(getattr(self, name))
@@ -321,15 +363,29 @@ class PolicyNode(LifecycleNode):
 
     @guarded("points")
     def _on_points(self, msg: PointCloud2) -> None:
-        """Decode, validate and keep only the newest cloud; wake the inference callback."""
+        """Decode, move into the world frame, validate and keep only the newest cloud; wake the inference callback."""
+        watch = Stopwatch()
         self._count("received")
         self._big_input |= len(msg.data) >= BIG_INPUT_BYTES
-        cloud = validate_cloud(conv.msg_to_cloud(msg, max_points=self.limits.max_points), self.limits)
+        cloud = conv.msg_to_cloud(msg, max_points=self.limits.max_points)
+        watch.lap("decode")
+        cloud = self._to_world(cloud)
+        watch.lap("transform")
+        cloud = validate_cloud(cloud, self.limits)
+        watch.lap("validate")
         with self._lock:
             if self._newest is not None:
                 self._counts["dropped"] += 1  # an unplanned older cloud is dropped here, by design
-            self._newest = cloud
+            self._newest = (cloud, watch)
         self._guard.trigger()
+
+    def _to_world(self, cloud: Cloud) -> Cloud:
+        """The cloud in the world frame (InputError when TF has no path there); a cloud with an empty
+        frame_id is left for the validator to refuse."""
+        world = self.params["world_frame"]
+        if cloud.frame_id in (world, ""):
+            return cloud
+        return frames.transform_cloud(cloud, self.tf.lookup(world, cloud.frame_id), world)
 
     @guarded("points")
     def _on_incompatible_qos(self, info) -> None:
@@ -352,7 +408,7 @@ class PolicyNode(LifecycleNode):
         """Answer from the newest cloud (runs in the inference group: one model call at a time)."""
         question = self._check_text(conv.text_from_cdr(raw, "question"), "question")
         with self._lock:
-            cloud = self._newest or self._last_cloud
+            cloud = self._newest[0] if self._newest is not None else self._last_cloud
         if cloud is None:
             raise InputError("no valid cloud has arrived on 'points' yet")
         if self.planner is None or not self._active:
@@ -381,6 +437,16 @@ class PolicyNode(LifecycleNode):
         self.status_pub.publish(conv.status_msg("points", True, (
             f"clouds received {counts['received']}, planned {counts['planned']}, dropped {counts['dropped']} "
             f"(a newer cloud arrived first), refused {counts['refused']}"), self.get_clock().now().nanoseconds))
+        self._write_timings()
+
+    def _write_timings(self) -> None:
+        """Stage timings to timings_path, if set; a failed write is logged, never a refusal of input."""
+        if self.timings is None:
+            return
+        try:
+            self.timings.write()
+        except OSError as exc:
+            self.get_logger().error(f"cannot write timings to {self.timings.path}: {exc}")
 
     # ------------------------------------------------------------------ inference
 
@@ -394,26 +460,33 @@ class PolicyNode(LifecycleNode):
         action = self.action
         goal_instruction = action.instruction if action is not None else None
         with self._lock:
-            cloud, self._newest = self._newest, None
+            kept, self._newest = self._newest, None
             instruction = goal_instruction or self._instruction
-            if cloud is not None and (instruction is None or not self._active or self.planner is None):
-                self._newest = self._newest or cloud  # keep it for when an instruction arrives
+            if kept is not None and (instruction is None or not self._active or self.planner is None):
+                self._newest = self._newest or kept  # keep it for when an instruction arrives
                 return
-        if cloud is None:
+        if kept is None:
             return
+        cloud, watch = kept
+        watch.lap("wait")
         self._last_cloud = cloud
         seed = self.params["seed"]
-        result = self.planner.plan(cloud, instruction, steps=self.params["sampling_steps"] or None,
+        result = self.planner.plan(cloud, instruction, steps=self.params["sampling_steps"],
                                    seed=None if seed < 0 else seed)
+        watch.lap("plan")  # the planner splits this itself: result.encoder_ms, head_ms, total_ms
         poses = result.poses
         if result.problem:
             self._reject("pick_place_plan", f"the plan for the cloud stamped {cloud.stamp_ns} ns is not published: {result.problem}")
             return
-        # The plan carries the cloud's stamp, so an executor can tell which observation it answers.
+        # The plan carries the cloud's stamp, so an executor can tell which observation it answers;
+        # its frame is the world frame the cloud was moved into.
         plan = conv.plan_to_msg(poses, instruction, cloud.stamp_ns, result.total_ms, self.model_id, cloud.frame_id)
         self.plan_pub.publish(plan)
         self.poses_pub.publish(conv.plan_to_pose_array(poses, cloud.stamp_ns, cloud.frame_id))
         self.markers_pub.publish(conv.plan_to_markers(poses, cloud.stamp_ns, cloud.frame_id, instruction))
+        watch.lap("publish")
+        if self.timings is not None:
+            self.timings.add(cloud.stamp_ns, watch, result.encoder_ms, result.head_ms, result.total_ms)
         self._count("planned")
         if goal_instruction is not None and action is not None:
             action.on_plan(plan)

@@ -88,6 +88,9 @@ class RecorderNode(Node):
             self._topic_subs[topic] = self.create_subscription(cls, name, self._callback(topic, msgtype), qos, raw=True)
         # Wall time: a sim-time timer would stop with the simulator's clock, and the last bag never close.
         self.create_timer(0.1, self._close_due, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        until = f"exits after {self.expected} episodes" if self.expected > 0 else "runs until stopped"
+        self.get_logger().info(f"recorder ready: bags to {self.out}/<task>/{self.split}/<seed>, points QoS {points_qos}, "
+                               f"{until}")
 
     def _callback(self, topic: str, msgtype: str):
         def on_message(cdr: bytes) -> None:

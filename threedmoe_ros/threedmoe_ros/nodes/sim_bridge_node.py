@@ -6,8 +6,13 @@ publishes the instruction and a fused cloud, gets a plan — from the policy ove
 it in the simulator, publishes the next cloud, and so on until the episode ends; then it publishes
 an `episode_result`. Time is simulated: `/clock` and every stamp come from the simulator.
 
-Topics: out  points, instruction, joint_states, episode_result, /clock (and /tf_static where tf2_msgs
-             is installed); in  pick_place_plan (policy mode); action client execute_instruction (action mode).
+Frames: plans are executed in `world`. Clouds go out in `cloud_frame`: `world`, or a camera frame
+as a real sensor's driver publishes it; that frame is mounted at the front camera's optical pose
+(sim/cameras.py; REP 103: x right, y down, z forward) and announced on /tf_static, so a consumer
+needs TF to use the cloud, as it would with a real camera.
+
+Topics: out  points, instruction, joint_states, episode_result, /clock, /tf_static (world → base_link,
+             world → cloud_frame); in  pick_place_plan (policy mode); action client execute_instruction (action mode).
 """
 
 from __future__ import annotations
@@ -16,23 +21,26 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import rclpy
 from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState, PointCloud2
 from std_msgs.msg import String
+from tf2_msgs.msg import TFMessage
 from threedmoe_msgs.action import ExecuteInstruction
 from threedmoe_msgs.msg import EpisodeResult, PickPlacePlan
 
-from threedmoe_ros.nodes import common
+from threedmoe_ros.nodes import common, frames
 from threedmoe_ros.nodes import conversions as conv
 from threedmoe_ros.nodes.common import LATCHED, RESULTS, doc
 from threedmoe_ros.types import EpisodeOutcome
 
 MODES = ("policy", "action", "oracle")
+WORLD = "world"
 
 
 @dataclass
@@ -65,13 +73,17 @@ class SimBridgeNode(Node):
         self.declare_parameter("resend_s", 5.0, doc("send the cloud again when no plan answered it within this time"))
         self.declare_parameter("camera_width", 320, doc("camera image width, pixels"))
         self.declare_parameter("camera_height", 240, doc("camera image height, pixels"))
-        self.declare_parameter("frame_id", "world", doc("frame of clouds and plans"))
+        self.declare_parameter("cloud_frame", WORLD, doc(
+            "frame the clouds are published in: world, or a camera frame (e.g. front_camera_optical_frame) mounted "
+            "at the front camera's optical pose and announced on /tf_static; plans are executed in world either way"))
         self.declare_parameter("start_delay_s", 1.0, doc("wait before the first episode, for subscribers to connect"))
         self.declare_parameter("wait_for_subscribers", ["points"], doc("topics that must have a subscriber before starting"))
         self.declare_parameter("exit_when_done", True, doc("shut down after the last episode"))
         p = {name: param.value for name, param in self.get_parameters_by_prefix("").items()}
         if p["mode"] not in MODES:
             raise ValueError(f"parameter mode={p['mode']!r} is not one of {MODES}")
+        if p["cloud_frame"] in ("", "base_link"):
+            raise ValueError(f"parameter cloud_frame={p['cloud_frame']!r}: name world or a camera frame")
         from threedmoe_ros.sim.appearance import appearance
         from threedmoe_ros.sim.phrasing import check_phrasing
 
@@ -97,7 +109,11 @@ class SimBridgeNode(Node):
         self.outcomes: list[EpisodeOutcome] = []
         self.done = threading.Event()
         self._stopping = threading.Event()  # set on shut-down: the episode loop ends quietly
-        self._tf_static()
+        self._camera = self._tf_static()  # (4, 4) pose of cloud_frame in world
+        self.get_logger().info(
+            f"sim_bridge ready: mode {p['mode']}, episodes {len(self.episodes)} ({', '.join(p['tasks'])} × "
+            f"{', '.join(p['colors'])} × {p['episodes']} from seed {p['seed_start']}), appearance {p['appearance']}, "
+            f"phrasing {p['phrasing']}, cameras {p['camera_width']}×{p['camera_height']}, cloud frame '{p['cloud_frame']}'")
         self._thread = threading.Thread(target=self._run, name="episodes", daemon=True)
         self._thread.start()
 
@@ -179,7 +195,8 @@ class SimBridgeNode(Node):
             self.joints_pub.publish(conv.joint_state_msg(names, q, int(t)))
         self.clock_pub.publish(Clock(clock=conv.time_msg(env.sim_time_ns)))
         cloud = obs["cloud"]
-        cloud.frame_id = self.params["frame_id"]
+        if self.params["cloud_frame"] != WORLD:  # as the camera's driver would send it
+            cloud = frames.transform_cloud(cloud, np.linalg.inv(self._camera), self.params["cloud_frame"])
         stamp = env.sim_time_ns
         with self._plan_cv:
             self._plan, self._waiting_stamp = None, stamp
@@ -203,7 +220,7 @@ class SimBridgeNode(Node):
                 stamp = conv.stamp_ns(cloud_msg.header)
                 if self.params["mode"] == "oracle":
                     poses = env.oracle_plan()
-                    self.plan_pub.publish(conv.plan_to_msg(poses, obs["instruction"], stamp, 0.0, "oracle", self.params["frame_id"]))
+                    self.plan_pub.publish(conv.plan_to_msg(poses, obs["instruction"], stamp, 0.0, "oracle", WORLD))
                 else:
                     msg = self._wait_plan(cloud_msg)
                     if msg is None and not self._running():
@@ -263,20 +280,19 @@ class SimBridgeNode(Node):
         handle = future.result() if future.done() else None
         return handle if handle is not None and handle.accepted else None
 
-    def _tf_static(self) -> None:
-        """world → base_link on /tf_static, where tf2_msgs is installed (a workstation); PyPI has no wheel."""
-        try:
-            from geometry_msgs.msg import TransformStamped
-            from tf2_msgs.msg import TFMessage
-        except ImportError:
-            self.get_logger().info("tf2_msgs is not installed: /tf_static is not published (clouds are in 'world')")
-            return
-        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._tf_pub = self.create_publisher(TFMessage, "/tf_static", qos)
-        t = TransformStamped()
-        t.header.frame_id, t.child_frame_id = self.params["frame_id"], "base_link"
-        t.transform.rotation.w = 1.0
-        self._tf_pub.publish(TFMessage(transforms=[t]))
+    def _tf_static(self) -> np.ndarray:
+        """world → base_link (the arm stands at the origin) and world → cloud_frame on /tf_static, latched
+        as tf2's static broadcaster does; returns the (4, 4) pose of cloud_frame in world."""
+        from threedmoe_ros.sim.cameras import default_cameras
+
+        mounts, camera = {"base_link": np.eye(4)}, np.eye(4)
+        if self.params["cloud_frame"] != WORLD:
+            front = default_cameras()[0]
+            camera[:3, :3], camera[:3, 3] = front.rotation(), front.eye
+            mounts[self.params["cloud_frame"]] = camera
+        self._tf_pub = self.create_publisher(TFMessage, "/tf_static", frames.TF_STATIC_QOS)
+        self._tf_pub.publish(TFMessage(transforms=[frames.transform_msg(WORLD, child, t) for child, t in mounts.items()]))
+        return camera
 
 
 def main(args: list[str] | None = None) -> None:
