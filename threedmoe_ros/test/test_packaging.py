@@ -71,7 +71,7 @@ JAZZY_ROSDEP_KEYS = {
     "action_msgs", "ament_cmake", "ament_index_python", "builtin_interfaces", "geometry_msgs", "launch",
     "launch_ros", "lifecycle_msgs", "python3-matplotlib", "python3-numpy", "python3-pytest", "python3-tqdm",
     "python3-transforms3d", "python3-yaml", "rcl_interfaces", "rclpy", "rosgraph_msgs",
-    "rosidl_default_generators", "rosidl_default_runtime", "rviz2", "sensor_msgs", "std_msgs", "tf2_msgs",
+    "rosidl_default_generators", "rosidl_default_runtime", "rviz2", "sensor_msgs", "std_msgs", "tf2_msgs", "tf2_ros",
     "visualization_msgs",
 }
 WORKSPACE_PACKAGES = {"threedmoe_msgs", "threedmoe_ros"}
