@@ -1,7 +1,7 @@
 """Where the policy node's time goes, per published plan, for the end-to-end latency benchmark.
 
 A `Stopwatch` rides along with each cloud: the points callback laps `decode`, `transform` and
-`validate`, the inference callback `wait` (kept → picked up) and `publish`; `condition`, `head`
+`validate`, the planning thread `wait` (kept → picked up) and `publish`; `condition`, `head`
 and `check` are the planner's own split of its plan() call (encoder, Pose-DiT sampling, and the
 rest: the planner's input check, cutting, refinement, the plan validator). A few perf_counter calls
 per cloud: it always runs.
