@@ -17,9 +17,13 @@ launch) the process then exits with status 1, so the launcher ends with the erro
 Threading: the points callback only decodes, validates and keeps the *newest* cloud (older ones
 are dropped, never queued) and wakes the planning thread, a plain thread of the node's own that
 plans, publishes and sleeps; so a slow plan never blocks the subscriptions and there is never more
-than one cloud waiting. Planning is kept off the executor on purpose: rclpy's MultiThreadedExecutor
-rebuilds its wait set in Python on every wake-up, and with inference as a callback (woken by a guard
-condition at every cloud) its loop took ~57 % of a core at 30 Hz, under the same GIL as the plan.
+than one cloud waiting. Clouds and plans stay off the node's MultiThreadedExecutor on purpose: it
+rebuilds its wait set over every entity (lifecycle, parameter and action services, TF, ...) in
+Python at each wake-up, under the GIL the plan needs. With a cloud callback and an inference
+callback on it, its loop took half a core at 30 Hz and the plan's p99 was 270–460 ms; with the
+points subscription on a helper node of its own (`<name>_points`, one thread, SingleThreadedExecutor)
+and planning on its own thread, every cloud of a 30 Hz stream is planned, p99 42 ms. The executor
+keeps the rest: instruction, questions, the action, episode results, timers.
 
 Frames: plans are made and published in `world_frame`. A cloud in another frame (a camera's
 `*_optical_frame`) is moved into it with TF before it is validated (nodes/frames.py: tf2_ros where
@@ -30,7 +34,8 @@ wait, condition, head, check, publish; nodes/timings.py) are written there as JS
 `status_period_s` and when the node closes (Ctrl-C), for the end-to-end latency benchmark.
 
 Topics (relative names; remap as needed):
-  in   points (sensor_msgs/PointCloud2; QoS by points_qos)   instruction, question (std_msgs/String)
+  in   points (sensor_msgs/PointCloud2; QoS by points_qos; on the helper node <name>_points: remap it for all nodes, -r points:=...)
+       instruction, question (std_msgs/String)
        /tf_static, /tf (tf2_msgs/TFMessage: where a cloud's frame is)
        episode_result (threedmoe_msgs/EpisodeResult; ends an ExecuteInstruction goal)
   out  pick_place_plan (threedmoe_msgs/PickPlacePlan, reliable + transient-local, depth 1)
@@ -81,7 +86,7 @@ def _trim_memory() -> None:
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from geometry_msgs.msg import PoseArray
@@ -236,10 +241,8 @@ class PolicyNode(LifecycleNode):
         self.answer_pub = self.create_lifecycle_publisher(String, "answer", 10)
         self.tf = frames.tf_listener(self, callback_group=io_group)
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        self._start_points(p, events)
         self._created = [
-            # One cloud decoded at a time (its own group): a flood of big clouds cannot take every thread.
-            self.create_subscription(PointCloud2, "points", self._on_points, POINTS_QOS[p["points_qos"]],
-                                     callback_group=MutuallyExclusiveCallbackGroup(), event_callbacks=events),
             # raw: rclpy's own decoding cuts a string at a NUL and hides invalid UTF-8 (conversions.text_from_cdr).
             self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=io_group, raw=True),
             self.create_subscription(String, "question", self._on_question, 10, callback_group=MutuallyExclusiveCallbackGroup(),
@@ -319,11 +322,49 @@ class PolicyNode(LifecycleNode):
     def close(self) -> None:
         """Before the node is destroyed (Ctrl-C): stop taking input and let a plan being made finish."""
         self._closing, self._active = True, False
+        self._stop_points()
         self._end_planning()
         self._write_timings()
 
+    def _start_points(self, p: dict, events) -> None:
+        """The points subscription on an executor of its own: a helper node with nothing else on it (no
+        parameter services), spun by one thread. On the node's MultiThreadedExecutor every cloud woke a
+        wait-set rebuild over ~25 entities in Python: its loop took half a core at 30 Hz, under the GIL
+        the plan needs. Remaps given for all nodes (`-r points:=...`, launch remappings) apply to it."""
+        import rclpy
+
+        self._points_node = rclpy.create_node(f"{self.get_name()}_points", namespace=self.get_namespace(),
+                                              context=self.context, start_parameter_services=False)
+        self._points_node.create_subscription(PointCloud2, "points", self._on_points, POINTS_QOS[p["points_qos"]],
+                                              event_callbacks=events)
+        self._points_executor = SingleThreadedExecutor(context=self.context)
+        self._points_executor.add_node(self._points_node)
+        self._points_spinning = True
+        self._points_thread = threading.Thread(target=self._spin_points, name="points", daemon=True)
+        self._points_thread.start()
+
+    def _spin_points(self) -> None:
+        while self._points_spinning and self.context.ok():
+            try:
+                self._points_executor.spin_once(timeout_sec=0.1)
+            except Exception:  # noqa: BLE001 - shutting down: the context went away under the wait
+                if self._points_spinning and self.context.ok():
+                    raise
+                return
+
+    def _stop_points(self) -> None:
+        if getattr(self, "_points_node", None) is None:
+            return
+        self._points_spinning = False
+        if self._points_thread is not threading.current_thread():
+            self._points_thread.join(timeout=5.0)
+        self._points_executor.shutdown(timeout_sec=1.0)
+        self._points_node.destroy_node()
+        self._points_node = None
+
     def _release(self) -> None:
         self._active = False
+        self._stop_points()
         self._end_planning()
         for sub in self._created:
             self.destroy_subscription(sub)
