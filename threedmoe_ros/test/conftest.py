@@ -54,12 +54,15 @@ def python() -> str:
 class NodeProcess:
     """A node started as its own process (as launch would), with its output kept for assertions."""
 
-    def __init__(self, executable: str, params: dict, env: dict, log_path: Path, name: str | None = None):
+    def __init__(self, executable: str, params: dict, env: dict, log_path: Path, name: str | None = None,
+                 remaps: dict | None = None):
         import subprocess
 
         cmd = [str(Path(sys.executable).parent / executable), "--ros-args"]
         if name:
             cmd += ["-r", f"__node:={name}"]
+        for source, target in (remaps or {}).items():  # for every node of the process, as launch remappings are
+            cmd += ["-r", f"{source}:={target}"]
         for key, value in params.items():
             cmd += ["-p", f"{key}:={_ros_param(value)}"]
         self.log_path = log_path
@@ -105,11 +108,13 @@ def _ros_param(value) -> str:
 
 @pytest.fixture
 def start_node(ros_env, tmp_path):
-    """start_node(executable, params, name=None) → NodeProcess; every node is stopped after the test."""
+    """start_node(executable, params, name=None, remaps=None) → NodeProcess; every node is stopped after the test."""
     started: list[NodeProcess] = []
 
-    def start(executable: str, params: dict | None = None, name: str | None = None) -> NodeProcess:
-        node = NodeProcess(executable, params or {}, ros_env, tmp_path / f"{name or executable}_{len(started)}.log", name)
+    def start(executable: str, params: dict | None = None, name: str | None = None,
+              remaps: dict | None = None) -> NodeProcess:
+        node = NodeProcess(executable, params or {}, ros_env, tmp_path / f"{name or executable}_{len(started)}.log", name,
+                           remaps)
         started.append(node)
         return node
 

@@ -162,3 +162,35 @@ def test_a_camera_frame_cloud_is_planned_in_world_and_stage_timings_are_written(
     for plan in record["plans"]:
         assert all(plan[f"{stage}_ms"] >= 0 for stage in STAGES) and plan["callback_wall_ns"] > 0, plan
     assert record["plans"][0]["transform_ms"] < record["plans"][1]["transform_ms"]  # the world cloud needs no TF
+
+
+def test_a_points_remap_for_the_process_reaches_the_clouds_helper_node(rclpy_context, start_node):
+    """Clouds come in on the helper node `policy_points` (an executor of their own); a remap of `points`
+    given for the process, as launch remappings and `-r points:=...` are, reaches it, and both nodes keep
+    their own names although the launcher renamed the process's node (`__node:=policy`)."""
+    import time
+
+    from rosio import RosIO, scene_cloud
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import String
+
+    from threedmoe_ros.checkpoints import LIGHT_POLICY
+
+    node = start_node("policy_node", {"checkpoint": str(LIGHT_POLICY), "seed": 0}, name="policy",
+                      remaps={"points": "/camera/points"})
+    io = RosIO(rclpy_context, reliable_points=True)
+    camera = io.node.create_publisher(PointCloud2, "/camera/points", 10)
+    try:
+        assert io.spin_until(lambda: io.node.count_subscribers("/camera/points") > 0, 60), node.log
+        assert io.node.count_subscribers("points") == 0
+        assert {"policy", "policy_points"} <= {name for name, _ in io.node.get_node_names_and_namespaces()}
+        io.instruction.publish(String(data=GOOD))
+        stamp, deadline = 10**9, time.monotonic() + 60
+        while not io.plans_for(stamp) and time.monotonic() < deadline:  # until the subscription has matched
+            camera.publish(conv.cloud_to_msg(scene_cloud(stamp)))
+            io.spin_until(lambda: io.plans_for(stamp), 1.0)
+        assert io.plans_for(stamp), node.log
+        assert node.log.count("policy ready: ") == 1
+    finally:
+        io.close()
+

@@ -333,8 +333,11 @@ class PolicyNode(LifecycleNode):
         the plan needs. Remaps given for all nodes (`-r points:=...`, launch remappings) apply to it."""
         import rclpy
 
-        self._points_node = rclpy.create_node(f"{self.get_name()}_points", namespace=self.get_namespace(),
-                                              context=self.context, start_parameter_services=False)
+        # Its own name even where a launcher renamed every node of the process (a global `__node` remap).
+        name = f"{self.get_name()}_points"
+        self._points_node = rclpy.create_node(name, namespace=self.get_namespace(), context=self.context,
+                                              cli_args=["--ros-args", "-r", f"__node:={name}"],
+                                              start_parameter_services=False)
         self._points_node.create_subscription(PointCloud2, "points", self._on_points, POINTS_QOS[p["points_qos"]],
                                               event_callbacks=events)
         self._points_executor = SingleThreadedExecutor(context=self.context)
