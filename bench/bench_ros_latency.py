@@ -131,7 +131,8 @@ def run_variant(variant: str, args, cloud, instruction) -> dict:
         pub.publish(msg)
         return stamp
 
-    record: dict = {"variant": variant, "fastdds_profile": str(PROFILES[variant].relative_to(ROOT)) if PROFILES[variant] else None,
+    record: dict = {"variant": variant, "cloud_points": len(cloud), "cloud_bytes": len(msg.data),
+                    "fastdds_profile": str(PROFILES[variant].relative_to(ROOT)) if PROFILES[variant] else None,
                     "node_log": str(log_path)}
     try:
         if not spin_until(lambda: node.count_subscribers("points") > 0, 180):
@@ -304,14 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--plans must be >= 1, --rate > 0 and --seconds >= 3")
 
     from threedmoe_ros.checkpoints import policy_path
-    from threedmoe_ros.data import pointcloud2
     from threedmoe_ros.rosenv import apply_localhost_env
 
     apply_localhost_env()
     args.checkpoint = policy_path(args.checkpoint)
-    cloud, instruction = sim_cloud()
-    if args.one_variant:
-        args.variant_out.write_text(json.dumps(run_variant(args.one_variant, args, cloud, instruction)))
+    if args.one_variant:  # a child: the cloud is rendered where it is published
+        args.variant_out.write_text(json.dumps(run_variant(args.one_variant, args, *sim_cloud())))
         return 0
     variants = [variant_in_child(v, argv or sys.argv[1:]) for v in args.variants]
     try:
@@ -320,14 +319,15 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = args.checkpoint
     record = {
         "bench": "ros_latency", "checkpoint": checkpoint, "points_qos": args.points_qos, "torch_threads": args.torch_threads,
-        "cloud_points": len(cloud), "cloud_bytes": len(pointcloud2.encode_fields(cloud)["data"]), "targets": TARGETS,
+        "cloud_points": next((v["cloud_points"] for v in variants if "cloud_points" in v), None),
+        "cloud_bytes": next((v["cloud_bytes"] for v in variants if "cloud_bytes" in v), None), "targets": TARGETS,
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "load_average_at_end": os.getloadavg(), "variants": variants,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     plot(record, args.out.with_suffix(".png"))
-    print(f"cloud of {len(cloud)} points; checkpoint {checkpoint}; points QoS {args.points_qos}")
+    print(f"cloud of {record['cloud_points']} points; checkpoint {checkpoint}; points QoS {args.points_qos}")
     print(f"{'variant':15} {'req p50':>8} {'req p99':>8} | {'stream planned':>15} {'p50':>6} {'p99':>6} {'max':>6} "
           f"{'in order':>8} {'RSS start→end MB':>17} {'MB/min':>7}")
     for v in variants:

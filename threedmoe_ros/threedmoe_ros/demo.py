@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: no policy checkpoint in {args.checkpoint}; train one with "
               "`threedmoe-train-pose-dit` or pass --checkpoint", file=sys.stderr)
         return 2
-    episodes = args.episodes
-    if episodes < 1:
+    if args.episodes < 1:
         print("demo: --episodes must be >= 1", file=sys.stderr)
         return 2
     status = 0
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [
             f"policy.checkpoint={args.checkpoint}",
             f"sim_bridge.tasks=[{','.join(TASKS)}]",
-            f"sim_bridge.episodes={episodes}",
+            f"sim_bridge.episodes={args.episodes}",
             f"sim_bridge.appearance={appearance}",
             f"sim_bridge.phrasing={phrasing}",
             f"evaluator.output_dir={out}",
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for split in SPLITS:
         print(f"demo, {split} split:\n{(Path(args.out) / split / 'success.md').read_text()}")
-        print(pooled_line(Path(args.out) / split / "success.json", episodes))
+        print(pooled_line(Path(args.out) / split / "success.json", args.episodes))
     print(f"demo: done; tables, plots and per-episode results under {args.out}/<split>/ "
           "(success.md, success.png, success.json); --episodes 20 narrows each row's interval to about ±0.2.")
     return status

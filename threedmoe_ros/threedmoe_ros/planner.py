@@ -121,13 +121,18 @@ class Planner:
         return self.policy.device
 
     @torch.no_grad()
-    def plan(self, cloud: Cloud, instruction: str, steps: int | None = None, seed: int | None = None) -> PlanResult:
+    def plan(self, cloud: Cloud, instruction: str, steps: int | None = None, seed: int | None = None,
+             cloud_checked: bool = False) -> PlanResult:
         """Sample a pick-and-place plan for `cloud`. `steps`: sampling steps; None or 0 = the checkpoint's
         own (its scheduler's num_inference_steps), so callers pass on what their user gave.
         `seed` makes the plan reproducible; without it the planner's own generator advances.
+        `cloud_checked`: the caller has already run validation.validate_cloud on `cloud` (the policy node
+        does, with its own limits, when the cloud arrives), so it is not scanned a second time.
         Raises validation.InputError (a ValueError) with the reason on input a caller should have caught."""
         t_in = time.perf_counter()
-        instruction = self._check(cloud, instruction)
+        if not cloud_checked:
+            validate_cloud(cloud, drop=False)
+        instruction = self._check_text(instruction)
         try:
             steps = self.policy.scheduler.inference_steps(steps)
         except ValueError as exc:
@@ -168,7 +173,8 @@ class Planner:
                 f"{self.policy.config.encoder!r} condition encoder; attach a 3D-MoE answerer (policy.answerer = callable) "
                 "or load a 3D-MoE checkpoint"
             )
-        return self.policy.answerer(cloud, self._check(cloud, question, "question"))
+        validate_cloud(cloud, drop=False)
+        return self.policy.answerer(cloud, self._check_text(question, "question"))
 
     def warm_up(self, plans: int = 2) -> None:
         """Plan on a synthetic scene, so the first real cloud does not pay for lazy initialisation
@@ -187,10 +193,9 @@ class Planner:
         """Rewind the planner's generator (to the policy config's seed); it keeps no other state between plans."""
         self._generator.manual_seed(self.policy.config.seed)
 
-    def _check(self, cloud: Cloud, text: str, what: str = "instruction") -> str:
-        """The one input validator (threedmoe_ros.validation), strict: callers pass clouds they made, so
-        a point to drop is their bug. Returns the stripped text; InputError with the reason."""
-        validate_cloud(cloud, drop=False)
+    def _check_text(self, text: str, what: str = "instruction") -> str:
+        """The stripped text, or InputError with the reason (threedmoe_ros.validation, the one input validator;
+        clouds are checked strictly there: callers pass clouds they made, so a point to drop is their bug)."""
         return validate_text(text, self.policy.config.max_instruction_chars, what)
 
     def _sync(self) -> None:

@@ -210,11 +210,11 @@ class Policy(nn.Module):
         3D-MoE LLM: point encoder, projection, routers and LoRA adapters, never the base LLM) writes it
         into encoder/. Each piece is written atomically (models/checkpoint.py)."""
         path = Path(path)
-        state = self.state_dict()
         if self.encoder.saves_itself:
             self.encoder.save_pretrained(path / ENCODER_DIR)
-            state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-        save_tensors(state, path / WEIGHTS_NAME)
+            save_tensors({k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}, path / WEIGHTS_NAME)
+        else:
+            save_tensors(self, path / WEIGHTS_NAME)  # the whole module: tensors it shares stored once
         write_json(self.config.to_dict(), path / CONFIG_NAME)
         return path
 

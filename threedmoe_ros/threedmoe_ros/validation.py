@@ -139,15 +139,15 @@ def validate_cloud(cloud: "Cloud", limits: CloudLimits = CloudLimits(), drop: bo
         xyz = cloud.xyz
 
     near = inside_workspace(xyz, margin=0.05)
-    if int(near.sum()) < limits.min_points:
+    inner = xyz[near]
+    if len(inner) < limits.min_points:
         raise InputError(
-            f"only {int(near.sum())} of {len(cloud)} points lie inside the workspace {_box(WORKSPACE)} (limit "
+            f"only {len(inner)} of {len(cloud)} points lie inside the workspace {_box(WORKSPACE)} (limit "
             f"{limits.min_points}); is the cloud in the world frame, in metres, with the right endianness?"
         )
-    inner = xyz[near]
     extent = max(float(np.ptp(inner[:, axis])) for axis in range(3))
     if extent < 1e-3:
-        raise InputError(f"all {int(near.sum())} points in the workspace are at one place (extent < 1 mm); the cloud shows no scene")
+        raise InputError(f"all {len(inner)} points in the workspace are at one place (extent < 1 mm); the cloud shows no scene")
 
     if cloud.label is not None:
         labels, counts = np.unique(cloud.label[near], return_counts=True)
@@ -159,7 +159,7 @@ def validate_cloud(cloud: "Cloud", limits: CloudLimits = CloudLimits(), drop: bo
             raise InputError(f"cloud has no objects: no label > 0 has {limits.min_object_points} or more points in the "
                              "workspace (0 = table); there is nothing to pick")
     else:
-        z = xyz[near, 2]
+        z = inner[:, 2]
         if int((z > z.min() + limits.object_height).sum()) < limits.min_object_points:
             raise InputError(f"cloud has no objects: fewer than {limits.min_object_points} points stand more than "
                              f"{limits.object_height * 1e3:g} mm above the lowest one; there is nothing to pick")

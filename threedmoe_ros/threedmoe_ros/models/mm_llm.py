@@ -332,10 +332,7 @@ class ThreeDMoELLM(ConditionEncoder):
         recorded for the llama-3.2-1b preset (checkpoints move between machines). CheckpointError
         naming the file that is missing, corrupt or does not fit."""
         path = Path(path)
-        if not (path / CONFIG_NAME).is_file():
-            raise CheckpointError(f"{path} has no {CONFIG_NAME}; it is not a 3D-MoE LLM checkpoint "
-                                  "(write one with ThreeDMoELLM.save_pretrained)")
-        raw = read_json(path / CONFIG_NAME, "3D-MoE LLM config")
+        raw = read_json(path / CONFIG_NAME, "3D-MoE LLM checkpoint's config (write one with ThreeDMoELLM.save_pretrained)")
         merged = raw.pop("merged", False)
         if llm_path is not None:
             raw["llm_path"] = llm_path

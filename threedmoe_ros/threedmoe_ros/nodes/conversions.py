@@ -30,7 +30,13 @@ _CLASSES = {f"{c.__module__.split('.')[0]}/msg/{c.__name__}": c
                       PickPlace, PickPlacePlan, EpisodeResult, InputStatus)}
 # rclpy keeps a numeric sequence as an array.array: handed one of the field's type code it copies the
 # buffer whole instead of converting element by element (a cloud's data: ~16 bytes a point).
-RCLPY = Messages(_CLASSES.__getitem__, lambda a: array.array(a.dtype.char, a.tobytes()))
+def _rclpy_array(a) -> array.array:
+    out = array.array(a.dtype.char)
+    out.frombytes(memoryview(np.ascontiguousarray(a)).cast("B"))  # one copy, from the numpy buffer (tobytes made two)
+    return out
+
+
+RCLPY = Messages(_CLASSES.__getitem__, _rclpy_array)
 time_msg = RCLPY.time
 header = RCLPY.header
 cloud_to_msg = RCLPY.cloud

@@ -280,9 +280,9 @@ class PolicyNode(LifecycleNode):
         try:
             planner = Planner.from_pretrained(path, device=p["device"], dtype=p["dtype"], frozen=p["optimize"],
                                               refine=p["refine"], horizon=horizon)
-            # A step count the checkpoint's scheduler cannot run (DDPM runs all its steps) fails here,
-            # not as a refusal of every cloud.
-            planner.policy.scheduler.inference_steps(p["sampling_steps"])
+            # Resolved once (0 = the checkpoint's own): a step count the checkpoint's scheduler cannot run
+            # (DDPM runs all its steps) fails here, not as a refusal of every cloud.
+            self.steps = planner.policy.scheduler.inference_steps(p["sampling_steps"])
             planner.warm_up()
         except ValueError as exc:  # names the device, dtype or step count and what to use instead
             raise ConfigureError(str(exc)) from None
@@ -297,11 +297,10 @@ class PolicyNode(LifecycleNode):
         self._active = True
         done = super().on_activate(state)
         p, policy = self.params, self.planner.policy
-        steps = policy.scheduler.inference_steps(p["sampling_steps"])
         own = "" if p["sampling_steps"] else " (the checkpoint's)"
         self.get_logger().info(
             f"policy ready: checkpoint {self.checkpoint}, encoder {policy.config.encoder}, {policy.config.scheduler} "
-            f"with {steps} steps{own}, "
+            f"with {self.steps} steps{own}, "
             f"device {p['device']} {p['dtype']}, points QoS {p['points_qos']}, world frame '{p['world_frame']}'"
             + (f", timings to {p['timings_path']}" if p["timings_path"] else ""))
         return done
@@ -557,7 +556,7 @@ class PolicyNode(LifecycleNode):
         watch.lap("wait")
         self._last_cloud = cloud
         seed = self.params["seed"]
-        result = self.planner.plan(cloud, instruction, steps=self.params["sampling_steps"],
+        result = self.planner.plan(cloud, instruction, steps=self.steps, cloud_checked=True,
                                    seed=None if seed < 0 else seed)
         watch.lap("plan")  # the planner splits this itself: result.encoder_ms, head_ms, total_ms
         poses = result.poses

@@ -109,7 +109,8 @@ class SimBridgeNode(Node):
         self.outcomes: list[EpisodeOutcome] = []
         self.done = threading.Event()
         self._stopping = threading.Event()  # set on shut-down: the episode loop ends quietly
-        self._camera = self._tf_static()  # (4, 4) pose of cloud_frame in world
+        # World points → cloud_frame, inverted once: the pose of cloud_frame in world is what /tf_static says.
+        self._world_to_cloud_frame = np.linalg.inv(self._tf_static())
         self.get_logger().info(
             f"sim_bridge ready: mode {p['mode']}, episodes {len(self.episodes)} ({', '.join(p['tasks'])} × "
             f"{', '.join(p['colors'])} × {p['episodes']} from seed {p['seed_start']}), appearance {p['appearance']}, "
@@ -196,7 +197,7 @@ class SimBridgeNode(Node):
         self.clock_pub.publish(Clock(clock=conv.time_msg(env.sim_time_ns)))
         cloud = obs["cloud"]
         if self.params["cloud_frame"] != WORLD:  # as the camera's driver would send it
-            cloud = frames.transform_cloud(cloud, np.linalg.inv(self._camera), self.params["cloud_frame"])
+            cloud = frames.transform_cloud(cloud, self._world_to_cloud_frame, self.params["cloud_frame"])
         stamp = env.sim_time_ns
         with self._plan_cv:
             self._plan, self._waiting_stamp = None, stamp

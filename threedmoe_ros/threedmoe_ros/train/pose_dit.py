@@ -219,14 +219,17 @@ def cached_items(cfg: TrainConfig, path: Path, stamp: dict, compute) -> Items:
     from accelerate import PartialState
 
     state = PartialState(cpu=cfg.device == "cpu")
+    items = None
     if state.is_main_process:
         cached = torch.load(path, weights_only=False) if path.is_file() else None
-        if cached is None or cached["stamp"] != stamp:
+        if cached is not None and cached["stamp"] == stamp:
+            items = cached["items"]
+        else:
             items = compute()
             with atomic(path) as tmp:
                 torch.save({"stamp": stamp, "items": items}, tmp)
     state.wait_for_everyone()
-    return Items(torch.load(path, weights_only=False)["items"])
+    return Items(items if items is not None else torch.load(path, weights_only=False)["items"])
 
 
 def frozen_conditions(encoder):
