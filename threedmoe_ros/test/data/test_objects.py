@@ -1,5 +1,5 @@
 """One cloud → objects grouping for every consumer: instance labels when the cloud has them, the
-table-plane + DBSCAN segmentation when it does not — and both find the same objects in the same places."""
+region-growing segmentation when it does not — and both find the same objects in the same places."""
 
 import numpy as np
 import pytest
@@ -41,3 +41,29 @@ def test_segmentation_finds_every_labelled_object_of_a_simulated_scene(task):
             # Every labelled object — blocks, bowls and the flat zones — has a segment whose top face is within 1 cm.
             d = np.linalg.norm(labelled.top[:, None] - segmented.top[None], axis=-1).min(axis=1)
             assert (d < 0.01).all(), (task, seed, d)
+
+
+def _recovered(cloud: Cloud, groups) -> tuple[int, int]:
+    """(objects, objects some group covers at IoU ≥ 0.7) of a labelled cloud segmented without its labels."""
+    ids = [i for i in np.unique(cloud.label) if i > 0 and (cloud.label == i).sum() >= 20]
+    found = 0
+    for i in ids:
+        mask = cloud.label == i
+        found += any((mask[g].sum() / (len(g) + mask.sum() - mask[g].sum())) >= 0.7 for g in groups.indices)
+    return len(ids), found
+
+
+@pytest.mark.parametrize("task, seed, what", [
+    ("put-block-in-matching-bowl", 0, "three blocks, each in the bowl of its own colour"),
+    ("stack-blocks-by-size", 0, "a tower of three blocks"),
+])
+def test_what_touches_segments_apart(task, seed, what):
+    """Objects that touch (a block in a bowl of its colour, blocks in a tower) come out as one segment each."""
+    with TabletopEnv(EnvConfig(task=task, appearance="train")) as env:
+        env.reset(seed)
+        obs, *_ = env.step(env.oracle_plan())
+        assert env.outcome().success
+    cloud = obs["cloud"]
+    groups = group_objects(Cloud(cloud.xyz, cloud.rgb))
+    objects, found = _recovered(cloud, groups)
+    assert groups.method == "segment" and len(groups) == objects and found == objects, what

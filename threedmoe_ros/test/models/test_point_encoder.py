@@ -30,8 +30,8 @@ def tabletop(rng, with_labels: bool) -> Cloud:
                                                                               (0.05, -0.3, 0.1)]]
     xyz = np.concatenate([table, *boxes])
     label = np.repeat(np.arange(4), [4000, 800, 800, 800]).astype(np.int32)
-    # A table of one colour (as real tables are: flat objects on it are told apart by colour) and boxes of any.
-    rgb = np.where(label[:, None] == 0, 140, rng.integers(0, 256, (len(xyz), 3))).astype(np.uint8)
+    # A table of one colour (as real tables are: flat objects on it are told apart by colour), a box of one each.
+    rgb = np.array([[140, 140, 140], [200, 40, 40], [40, 160, 60], [50, 70, 200]], np.uint8)[label]
     return Cloud(xyz, rgb, label if with_labels else None)
 
 
