@@ -7,13 +7,17 @@
 Throughput runs in this one process (one core). Episodes are timed per task as data collection
 runs them (3 cameras rendered and fused after every step), physics only (no rendering), and with
 the train and shifted appearance randomization on (sim/appearance.py), all in one run, so
-`randomization` compares their rates on the same machine at the same time. Oracle success runs the oracle
-closed loop (one step, then re-plan) exactly as data collection does, without rendering.
+`randomization` compares their rates on the same machine at the same time. The randomized looks
+crowd scenes with distractors up to 16-18 objects; `uncrowded_*` are the same looks with the
+distractor counts they had before (train 0-4, shifted 5-8), and `crowding` compares the two.
+Oracle success runs the oracle closed loop (one step, then re-plan) exactly as data collection
+does, without rendering. `--tasks` takes task and family names, training-tasks and heldout-tasks.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -24,9 +28,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from threedmoe_ros.sim.appearance import APPEARANCE
 from threedmoe_ros.sim.cameras import default_cameras
 from threedmoe_ros.sim.env import EnvConfig, TabletopEnv
-from threedmoe_ros.sim.tasks import TASKS
+from threedmoe_ros.sim.tasks import TASKS, resolve_tasks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -70,9 +75,14 @@ def oracle_success(tasks: list[str], seeds: int, first: int, unseen: bool, noise
     return table
 
 
-# (label, observe, appearance): the original look with and without rendering, and both randomized looks.
+# The randomized looks as they were before crowded scenes: their distractor counts then.
+UNCROWDED = {name: dataclasses.replace(APPEARANCE[name], distractors=counts)
+             for name, counts in (("train", (0, 4)), ("shifted", (5, 8)))}
+# (label, observe, appearance): the original look with and without rendering, both randomized looks
+# (crowded), and both as they were before crowding.
 VARIANTS = (("with_observations", True, "plain"), ("physics_only", False, "plain"),
-            ("randomized_train", True, "train"), ("randomized_shifted", True, "shifted"))
+            ("randomized_train", True, "train"), ("randomized_shifted", True, "shifted"),
+            ("uncrowded_train", True, UNCROWDED["train"]), ("uncrowded_shifted", True, UNCROWDED["shifted"]))
 
 
 def throughput(tasks: list[str], episodes: int) -> dict:
@@ -82,26 +92,44 @@ def throughput(tasks: list[str], episodes: int) -> dict:
         for label, observe, appearance in VARIANTS:
             with TabletopEnv(EnvConfig(task=task, observe=observe, appearance=appearance)) as env:
                 run_oracle(env, 10_000)  # warm-up (first pybullet client, imports)
-                start, cpu, steps = time.perf_counter(), time.process_time(), 0
+                start, cpu, steps, objects = time.perf_counter(), time.process_time(), 0, 0
                 for seed in range(episodes):
                     steps += run_oracle(env, seed).steps_taken
+                    objects += len(env.scene.objects)
                 elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
             # Wall time depends on what else the shared machine runs; CPU time is this process's own cost.
             row[label] = {"episodes_per_min": 60 * episodes / elapsed, "episodes_per_cpu_min": 60 * episodes / cpu,
-                          "mean_steps": steps / episodes, "ms_per_episode": 1000 * elapsed / episodes}
+                          "mean_steps": steps / episodes, "mean_objects": objects / episodes,
+                          "ms_per_episode": 1000 * elapsed / episodes}
         out[task] = row
     return out
 
 
+def _rate(episodes: dict, label: str) -> float:
+    """Oracle episodes per CPU minute over all tasks (total episodes / total CPU time, so long tasks
+    weigh what they cost)."""
+    rows = [r[label] for r in episodes.values()]
+    return len(rows) / sum(1 / r["episodes_per_cpu_min"] for r in rows)
+
+
 def randomization_cost(episodes: dict) -> dict:
-    """Oracle episodes per CPU minute of each randomized look against the plain look, over all tasks
-    (total episodes / total CPU time, so long tasks weigh what they cost)."""
-    def rate(label):
-        rows = [r[label] for r in episodes.values()]
-        return len(rows) / sum(1 / r["episodes_per_cpu_min"] for r in rows)
-    plain = rate("with_observations")
-    return {label: {"episodes_per_cpu_min": rate(label), "ratio_to_plain": rate(label) / plain}
+    """Each randomized look against the plain look."""
+    plain = _rate(episodes, "with_observations")
+    return {label: {"episodes_per_cpu_min": _rate(episodes, label), "ratio_to_plain": _rate(episodes, label) / plain}
             for label in ("with_observations", "randomized_train", "randomized_shifted")}
+
+
+def crowding_cost(episodes: dict) -> dict:
+    """Each randomized look, crowded, against the same look with the distractor counts it had before."""
+    out = {}
+    for look in ("train", "shifted"):
+        crowded, before = _rate(episodes, f"randomized_{look}"), _rate(episodes, f"uncrowded_{look}")
+        objects = {label: sum(r[label]["mean_objects"] for r in episodes.values()) / len(episodes)
+                   for label in (f"randomized_{look}", f"uncrowded_{look}")}
+        out[look] = {"crowded_episodes_per_cpu_min": crowded, "uncrowded_episodes_per_cpu_min": before,
+                     "ratio": crowded / before, "mean_objects_crowded": objects[f"randomized_{look}"],
+                     "mean_objects_uncrowded": objects[f"uncrowded_{look}"]}
+    return out
 
 
 def observation_cost(repeats: int) -> dict:
@@ -135,12 +163,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="Gaussian xy error (mm) added to every oracle pose, to see how precise a policy must be")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per task for throughput")
     parser.add_argument("--repeats", type=int, default=10, help="observations timed per resolution")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=["all"],
+                        help="task or family names, training-tasks, heldout-tasks or all (default)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    unknown = [t for t in args.tasks if t not in TASKS]
-    if unknown:
-        parser.error(f"unknown tasks {unknown}; known: {', '.join(TASKS)}")
+    try:
+        args.tasks = resolve_tasks(args.tasks)
+    except ValueError as exc:
+        parser.error(str(exc))
     RESULTS.mkdir(exist_ok=True)
     if args.oracle_success:
         result = {"machine": machine(), "seeds": args.seeds, "first_seed": args.first_seed,
@@ -153,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"machine": machine(), "observation": observation_cost(args.repeats),
                   "episodes": throughput(args.tasks, args.episodes)}
         result["randomization"] = randomization_cost(result["episodes"])
+        result["crowding"] = crowding_cost(result["episodes"])
         out = args.out or RESULTS / "sim.json"
         for res, row in result["observation"].items():
             print(f"observation {res}: {row['ms_median']:.0f} ms median wall, {row['ms_cpu_median']:.0f} ms CPU, "
@@ -165,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         for label, row in result["randomization"].items():
             print(f"{label:20s} {row['episodes_per_cpu_min']:6.0f} episodes per CPU minute, "
                   f"{row['ratio_to_plain']:.2f} x the plain look")
+        for look, row in result["crowding"].items():
+            print(f"crowded {look:8s} {row['crowded_episodes_per_cpu_min']:6.0f} episodes per CPU minute "
+                  f"({row['mean_objects_crowded']:.1f} objects), {row['ratio']:.2f} x uncrowded "
+                  f"({row['uncrowded_episodes_per_cpu_min']:.0f}, {row['mean_objects_uncrowded']:.1f} objects)")
     result["machine"]["load_avg_1min_after"] = os.getloadavg()[0]
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

@@ -32,8 +32,7 @@ def test_shifted_ranges_never_overlap_train_ranges():
     assert set(train) == set(shifted) and len(train) >= 15
     for name in train:
         assert not train[name].overlaps(shifted[name]), f"{name}: {train[name].parts} vs {shifted[name].parts}"
-    lo, hi = TRAIN.distractors
-    assert SHIFTED.distractors[0] > hi  # more distractors than training ever shows
+    assert SHIFTED.distractors == TRAIN.distractors  # crowded scenes in both: what a policy is trained among
 
 
 def test_ranges_draw_inside_themselves_and_overlap_is_detected():
@@ -118,8 +117,6 @@ def test_scene_objects_follow_their_split(split):
                 if len(sizes) == 3:
                     assert sizes["big"] > sizes["medium"] > sizes["small"]
     assert max(distractors) <= cfg.distractors[1]
-    if split == "shifted":
-        assert min(distractors) >= 1  # crowded scenes still find room for most of them
     assert ("block", True) in kinds_seen or ("bowl", True) in kinds_seen
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from threedmoe_ros.sim.env import EnvConfig, TabletopEnv
 from threedmoe_ros.sim.phrasing import HELDOUT_WORDS, VOCABULARY, Phrasing, phrasing_for
-from threedmoe_ros.sim.tasks import TASKS
+from threedmoe_ros.sim.tasks import HELDOUT_TASKS, TASKS, TRAINING_TASKS
 
 WORD = re.compile(r"[a-z]+")
 
@@ -27,12 +27,12 @@ def sentences(split: str, task, n: int) -> list[str]:
         family = phrasing.family(task)
         template = family[seed % len(family)]
         words = dict(c="red", z="green", bc="blue", a="a ", blocks="blocks", bowls="bowls", c0="red", c1="gray",
-                     c2="blue", s="big", b="top left")
+                     c2="blue", s="big", b="top left", r="left of", rc="yellow", p="top right")
         out.append(phrasing.rewrite(template.format(**words)))
     return out
 
 
-@pytest.mark.parametrize("task", list(TASKS.values()), ids=list(TASKS))
+@pytest.mark.parametrize("task", [TASKS[n] for n in TRAINING_TASKS], ids=list(TRAINING_TASKS))
 def test_training_sampler_never_produces_heldout_words_or_templates(task):
     train, heldout = Phrasing("train", None).family(task), Phrasing("heldout", None).family(task)
     assert train and heldout and not set(train) & set(heldout)
@@ -43,8 +43,22 @@ def test_training_sampler_never_produces_heldout_words_or_templates(task):
     assert sum(bool(set(WORD.findall(t.lower())) & HELDOUT_WORDS) for t in held) >= 90  # nearly every one is new
 
 
+def test_heldout_tasks_templates_are_never_drawn_by_the_training_sampler():
+    """A task held out from training has no training phrasing, and no training task shares one of its
+    templates (a sentence with the same words and slots would be the held-out task's, seen in training)."""
+    heldout = {t: name for name in HELDOUT_TASKS for t in TASKS[name].templates + TASKS[name].heldout_templates}
+    for name in HELDOUT_TASKS:
+        with pytest.raises(ValueError, match="held out from training"):
+            Phrasing("train", None).family(TASKS[name])
+        assert sentences("heldout", TASKS[name], 5)  # evaluation still phrases it
+    for name in TRAINING_TASKS:
+        for template in Phrasing("train", None).family(TASKS[name]) + TASKS[name].templates:
+            assert template not in heldout, (name, template, heldout.get(template))
+
+
 def test_heldout_templates_never_come_from_the_training_sampler():
-    for name, task in TASKS.items():
+    for name in TRAINING_TASKS:
+        task = TASKS[name]
         train = {skeleton(t) for t in Phrasing("train", None).family(task)}
         for template in Phrasing("heldout", None).family(task):
             assert skeleton(template) not in train, name

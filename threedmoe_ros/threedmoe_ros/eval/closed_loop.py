@@ -4,6 +4,7 @@
         --tasks zone bowl stacking --episodes 100 --colors seen unseen --out runs/eval_closed_loop
     ... --sampling-steps 1 2 4 10        # success rate per rectified-flow step count (one table each)
     ... --appearance shifted --phrasing heldout   # scenes and words outside the training ranges
+    ... --tasks heldout-tasks --phrasing plain    # tasks never collected for training (sim/tasks.py)
 
 Episodes use the test split's seeds (2 000 000 + i, never used for training). `--appearance` draws
 each scene's look from the plain assets, the training ranges or the shifted ranges (sim/appearance.py);
@@ -115,11 +116,12 @@ def plot_steps(summary: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from threedmoe_ros.sim.tasks import resolve_tasks
+    from threedmoe_ros.sim.tasks import HELDOUT_TASKS, resolve_tasks
 
     parser = argparse.ArgumentParser(prog="threedmoe-eval-closed-loop", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None, help="policy checkpoint directory, or a shipped policy by name: default (the default), light")
-    parser.add_argument("--tasks", nargs="+", default=["zone", "bowl", "stacking"], help="task or family names")
+    parser.add_argument("--tasks", nargs="+", default=["zone", "bowl", "stacking"],
+                        help="task or family names, 'training-tasks', 'heldout-tasks' (never collected for training) or 'all'")
     parser.add_argument("--episodes", type=int, default=100, help="episodes per task and colour split")
     parser.add_argument("--colors", nargs="+", default=["seen", "unseen"], choices=["seen", "unseen"])
     parser.add_argument("--k", type=int, default=1, help="plan steps executed before re-planning (0 = all)")
@@ -139,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         tasks = resolve_tasks(args.tasks)
     except ValueError as e:
         parser.error(str(e))
+    heldout = [t for t in tasks if t in HELDOUT_TASKS]
+    if heldout and args.phrasing == "train":
+        parser.error(f"--phrasing train never draws the templates of held-out tasks ({', '.join(heldout)}); "
+                     "use --phrasing plain or heldout")
     if args.episodes < 1 or args.k < 0 or min(args.sampling_steps) < 0:
         parser.error("--episodes must be >= 1, --sampling-steps and --k >= 0")
     try:

@@ -11,7 +11,8 @@ placed, and the sensing (one to three cameras, pose jitter, depth noise and drop
 Two range sets ship: `train` (what demonstrations are collected with) and `shifted` (evaluation
 only). Every continuous range of `shifted` lies outside the `train` range of the same field, as a
 union of intervals on either side of it (`Ranges`); the categorical draws (camera count, filled or
-outlined zones, light azimuth) are shared, since no other choice exists. `plain` (None) is the
+outlined zones, light azimuth) and the distractor count (up to crowded scenes of 16-18 objects, in
+both) are shared. `plain` (None) is the
 fixed look of the original assets, which older checkpoints were trained on.
 
 The look is drawn from its own random stream (episode seed, LOOK_STREAM, task), apart from the
@@ -95,9 +96,10 @@ class AppearanceConfig:
     zone_size: Ranges = Ranges.of((0.135, 0.16))
     zone_line: Ranges = Ranges.of((0.010, 0.020))
     zone_outline_p: float = 0.5
-    # Scene: distractor objects (kinds each task allows, colours the task does not use) and the
-    # share of the sampling area's side that objects are placed in (smaller = denser).
-    distractors: tuple[int, int] = (0, 4)
+    # Scene: distractor objects (kinds each task allows, colours the task does not use; a scene holds
+    # at most scene.MAX_OBJECTS objects, as LoHoRavens' busiest) and the share of the sampling area's
+    # side that objects are placed in (smaller = denser).
+    distractors: tuple[int, int] = (2, 15)
     density: Ranges = Ranges.of((0.85, 1.0))
     # Sensing: how many of the three cameras render, how far each eye and target move, the depth
     # noise's standard deviation at 1 m (it grows with depth squared, as a stereo sensor's), and the
@@ -113,8 +115,8 @@ class AppearanceConfig:
             if isinstance(value, tuple) and f.name not in ("distractors", "cameras"):
                 setattr(self, f.name, Ranges.of(*value) if value and isinstance(value[0], tuple) else Ranges.of(value))
         lo, hi = self.distractors
-        if not 0 <= lo <= hi <= 12:
-            raise ValueError(f"AppearanceConfig.distractors {self.distractors} must satisfy 0 <= lo <= hi <= 12")
+        if not 0 <= lo <= hi <= 16:
+            raise ValueError(f"AppearanceConfig.distractors {self.distractors} must satisfy 0 <= lo <= hi <= 16")
         lo, hi = self.cameras
         if not 1 <= lo <= hi <= 3:
             raise ValueError(f"AppearanceConfig.cameras {self.cameras} must satisfy 1 <= lo <= hi <= 3")
@@ -133,7 +135,8 @@ class AppearanceConfig:
 
 
 def _shifted() -> AppearanceConfig:
-    """Ranges outside `train`'s on every continuous field: wider shades, other sizes, more distractors."""
+    """Ranges outside `train`'s on every continuous field: wider shades, other sizes, denser placing.
+    The distractor count is `train`'s: crowded scenes are what a policy is trained among, not a shift."""
     return AppearanceConfig(
         name="shifted",
         shade=Ranges.of((0.05, 0.10)),
@@ -149,7 +152,6 @@ def _shifted() -> AppearanceConfig:
         bowl_wall=Ranges.of((0.004, 0.006), (0.010, 0.012)),
         zone_size=Ranges.of((0.125, 0.135), (0.16, 0.175)),
         zone_line=Ranges.of((0.006, 0.010), (0.020, 0.026)),
-        distractors=(5, 8),
         density=Ranges.of((0.75, 0.85)),
         camera_jitter=Ranges.of((0.03, 0.05)),
         depth_noise=Ranges.of((0.002, 0.004)),

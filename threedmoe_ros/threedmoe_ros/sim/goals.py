@@ -29,6 +29,9 @@ class InBowl:
 
     obj: int
     bowl: int
+    slot: tuple[float, float] | None = None
+    """Where the oracle puts it: (dx, dy) from the bowl's centre, square to the axes, where blocks
+    share a bowl; None: the centre."""
 
     def holds(self, objects: list[Object], poses: list[Pose2]) -> bool:
         return in_bowl(objects[self.obj], poses[self.obj], objects[self.bowl], poses[self.bowl])

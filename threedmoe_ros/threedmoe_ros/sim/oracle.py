@@ -144,7 +144,10 @@ class _Planner:
             self.move(goal.obj, xy, 0.0, 0.0)
         elif isinstance(goal, InBowl):
             bowl = self.poses[goal.bowl].position
-            self.move(goal.obj, bowl[:2], bowl[2] + BOWL_FLOOR, None)
+            if goal.slot is None:
+                self.move(goal.obj, bowl[:2], bowl[2] + BOWL_FLOOR, None)
+            else:
+                self.move(goal.obj, bowl[:2] + np.asarray(goal.slot), bowl[2] + BOWL_FLOOR, 0.0)
         elif isinstance(goal, OnTop):
             self.clear(goal.below, keep=goal.obj)
             below = self.poses[goal.below]

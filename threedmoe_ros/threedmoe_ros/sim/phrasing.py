@@ -85,8 +85,12 @@ class Phrasing:
         self.rng = rng
 
     def family(self, task) -> tuple[str, ...]:
-        """Templates this split draws for `task`: the train split never sees the heldout family."""
+        """Templates this split draws for `task`: the train split never sees the heldout family, nor any
+        template of a task held out from training (sim.tasks.HELDOUT_TASKS)."""
         if self.split == "train":
+            if task.heldout:
+                raise ValueError(f"task '{task.name}' is held out from training; the train phrasing never draws "
+                                 "its templates (evaluate it with phrasing plain or heldout)")
             return tuple(task.templates[:-1]) + tuple(task.train_templates)
         return tuple(task.templates[-1:]) + tuple(task.heldout_templates)
 

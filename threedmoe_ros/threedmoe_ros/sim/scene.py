@@ -25,6 +25,13 @@ POS_TOL, HEIGHT_TOL, YAW_TOL = 0.01, 0.015, math.radians(15)
 ZONE_FRACTION = 0.8  # share of a block's footprint that must lie inside a zone/area
 BOWL_FLOOR = 0.004
 
+# Crowded scenes: at most MAX_OBJECTS objects (LoHoRavens' busiest scenes hold about 17). Bowls and
+# zones are large beside the sampling area, so distractors add at most this many of each; the rest
+# of a crowd is blocks, where the task's words allow distractor blocks.
+MAX_OBJECTS = 18
+DISTRACTOR_CAP = {"block": 14, "bowl": 3, "zone": 1}
+DISTRACTOR_TRIES = 200  # a distractor that finds no room in this many draws is left out
+
 
 class SamplingError(RuntimeError):
     """The sampler could not fit the requested objects on the table."""
@@ -149,13 +156,15 @@ class Scene:
         return True
 
     def add_block(self, color: str, size: str = "medium", xy=None, bottom: float = 0.0, within: Region | None = None,
-                  avoid: list[Region] = ()) -> int:
-        """A block standing at `bottom` (m above the table; > 0 rests it on another block at `xy`)."""
+                  avoid: list[Region] = (), yaw: float | None = None, tries: int = 2000) -> int:
+        """A block standing at `bottom` (m above the table; > 0 rests it on another block at `xy`),
+        turned by `yaw` (random when None)."""
         dims = self.block_dims(size)
         if xy is None:
-            xy = self.free_xy((dims[0] + dims[1]) / 2 * math.sqrt(0.5), within, avoid)
+            xy = self.free_xy((dims[0] + dims[1]) / 2 * math.sqrt(0.5), within, avoid, tries)
         z = bottom + dims[2] / 2
-        yaw = float(self.rng.uniform(-math.pi / 4, math.pi / 4))
+        drawn = float(self.rng.uniform(-math.pi / 4, math.pi / 4))  # drawn either way: one stream whatever the caller asks
+        yaw = drawn if yaw is None else yaw
         return self._add(assets.make_block(self.client, color, size, [xy[0], xy[1], z], yaw, dims, self._rgb(color)))
 
     def block_dims(self, size: str) -> tuple[float, float, float]:
@@ -163,20 +172,21 @@ class Scene:
         edge = assets.BLOCK_SIZES[size]
         return (edge,) * 3 if self.look is None else self.look.block_dims(edge)
 
-    def add_bowl(self, color: str, avoid: list[Region] = ()) -> int:
+    def add_bowl(self, color: str, avoid: list[Region] = (), within: Region | None = None, tries: int = 2000) -> int:
         radius, height, wall = (assets.BOWL_RADIUS, assets.BOWL_HEIGHT, assets.BOWL_WALL) if self.look is None \
             else self.look.bowl()
-        xy = self.free_xy(radius, avoid=avoid)
+        xy = self.free_xy(radius, within, avoid, tries)
         return self._add(assets.make_bowl(self.client, color, [xy[0], xy[1], 0.0], radius, height, wall, self._rgb(color)))
 
-    def add_zone(self, color: str, avoid: list[Region] = ()) -> int:
+    def add_zone(self, color: str, avoid: list[Region] = (), tries: int = 2000) -> int:
         size, line = (assets.ZONE_SIZE, 0.0) if self.look is None else self.look.zone()
-        xy = self.free_xy(size * math.sqrt(0.5), avoid=avoid)
+        xy = self.free_xy(size * math.sqrt(0.5), avoid=avoid, tries=tries)
         return self._add(assets.make_zone(self.client, color, xy, size=size, line=line, rgb=self._rgb(color)))
 
     def add_distractors(self, kinds: tuple[str, ...], avoid: list[Region] = ()) -> None:
-        """The look's distractor objects: kinds the task allows, in colours no object of the scene has,
-        outside `avoid` (goal areas) and every zone. One that finds no room is left out."""
+        """The look's distractor objects: kinds the task allows (at most DISTRACTOR_CAP of each, and
+        MAX_OBJECTS in the scene), in colours no object of the scene has, outside `avoid` (goal areas)
+        and every zone. One that finds no room is left out."""
         if self.look is None or not kinds or not self.look.distractors:
             return
         avoid = list(avoid) + [self.zone_region(i) for i, o in enumerate(self.objects) if o.kind == "zone"]
@@ -185,15 +195,21 @@ class Scene:
         if not free:
             return
         rng = self.look.rng  # the look's stream: the task's own draws stay the same under every look
-        for _ in range(self.look.distractors):
-            kind, color = str(rng.choice(kinds)), str(rng.choice(free))
+        added = {kind: 0 for kind in kinds}
+        for _ in range(min(self.look.distractors, MAX_OBJECTS - len(self.objects))):
+            options = [k for k in kinds if added[k] < DISTRACTOR_CAP[k]]
+            if not options:
+                break
+            kind, color = str(rng.choice(options)), str(rng.choice(free))
+            added[kind] += 1
             try:
                 if kind == "block":
-                    index = self.add_block(color, str(rng.choice(list(assets.BLOCK_SIZES))), avoid=avoid)
+                    size = str(rng.choice(list(assets.BLOCK_SIZES)))
+                    index = self.add_block(color, size, avoid=avoid, tries=DISTRACTOR_TRIES)
                 elif kind == "bowl":
-                    index = self.add_bowl(color, avoid=avoid)
+                    index = self.add_bowl(color, avoid=avoid, tries=DISTRACTOR_TRIES)
                 else:
-                    index = self.add_zone(color, avoid=avoid)
+                    index = self.add_zone(color, avoid=avoid, tries=DISTRACTOR_TRIES)
             except SamplingError:
                 continue
             self.objects[index].distractor = True

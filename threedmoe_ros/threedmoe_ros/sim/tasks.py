@@ -1,7 +1,11 @@
 """Tasks of the tabletop: a scene sampler, instruction templates (with paraphrases), goals the oracle
 satisfies in order, a success check and a step limit — one class each, listed in TASKS.
 
-Families: the paper's three (zone, bowl, stacking) and LoHoRavens-style long-horizon tasks.
+Families: the paper's three (zone, bowl, stacking), LoHoRavens' pick-and-place primitives (one block
+named by size or by where it lies) and its long-horizon tasks. Where two tasks differ only in how
+they name their objects or where they put them, they are one class with a parameter (a variant).
+HELDOUT_TASKS, LoHoRavens' unseen tasks, are never collected for training: each composes what
+training tasks teach (an area word from one, stacking from another).
 Words for places on the table, as a person standing at the far side looking at the robot would
 not say them, so we fix them from the top-down image: "top" is far from the robot (+x), "left"
 is +y.
@@ -10,17 +14,19 @@ is +y.
 from __future__ import annotations
 
 import itertools
+import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from threedmoe_ros.sim.assets import Object
+from threedmoe_ros.sim.assets import BLOCK_SIZES, Object
 from threedmoe_ros.sim.goals import Goal, InBowl, InRegion, OnTop
-from threedmoe_ros.sim.scene import Pose2, Region, Scene, in_bowl, in_region, on_top
+from threedmoe_ros.sim.scene import SAMPLE_BOUNDS, Pose2, Region, Scene, in_bowl, in_region, on_top
 
-FAMILIES = ("zone", "bowl", "stacking", "long-horizon")
+FAMILIES = ("zone", "bowl", "stacking", "primitive", "long-horizon")
+SPLITS = ("training-tasks", "heldout-tasks")  # names `resolve_tasks` accepts for the two task splits
 SIZE_ORDER = ("big", "medium", "small")
 
 
@@ -140,6 +146,8 @@ class Task:
 
     name: str = ""
     family: str = ""
+    heldout: bool = False
+    """One of HELDOUT_TASKS: never collected for training, never phrased by the training sampler."""
     templates: tuple[str, ...] = ()
     train_templates: tuple[str, ...] = ()
     heldout_templates: tuple[str, ...] = ()
@@ -173,6 +181,9 @@ def _plural(n: int, word: str) -> str:
 
 
 class PutBlockInZone(Task):
+    """The blocks of a colour into the {z} zone (the paper's zone task), or, `every`, every block
+    into a corner of the table."""
+
     name, family = "put-block-in-zone", "zone"
     templates = (
         "put all the {c} blocks in the {z} zone",
@@ -184,7 +195,28 @@ class PutBlockInZone(Task):
     heldout_templates = ("the {c} blocks all go in the {z} zone", "get each {c} block over to the {z} zone")
     distractors = ("block", "bowl", "zone")
 
+    def __init__(self, every: bool = False):
+        self.every = every
+        if every:
+            self.name, self.family = "put-all-blocks-in-corner", "long-horizon"
+            self.templates = (
+                "put all the blocks in the {a} corner",
+                "move every block to the {a} corner of the table",
+                "place each block in the {a} corner",
+            )
+            self.train_templates = ("into the {a} corner, put every block",)
+            self.heldout_templates = ("all of the blocks end up in the {a} corner",)
+            self.distractors = ("bowl", "zone")  # "all the blocks": no block that is not meant
+
     def build(self, scene):
+        if self.every:
+            a = str(scene.rng.choice(list(AREAS)))
+            region = AREAS[a]
+            n = int(scene.rng.integers(3, 5))
+            targets = [scene.add_block(str(scene.rng.choice(scene.colors)), str(scene.rng.choice(["small", "medium"])),
+                                       avoid=[region]) for _ in range(n)]
+            goals = [InRegion(t, region) for t in targets]
+            return Episode(self.say(scene, a=a), goals, targets, goal_fraction(goals), [region], _in_reading_order(goals))
         zc, c, *others = scene.pick_colors(4)
         zone = scene.add_zone(zc)
         region = scene.zone_region(zone)
@@ -199,7 +231,15 @@ class PutBlockInZone(Task):
         return Episode(self.say(scene, c=c, z=zc), goals, targets, goal_fraction(goals), [region], order)
 
 
+# Where a block lies beside a reference object, in the words of the top-down image: unit xy direction.
+SIDES = {"left of": (0.0, 1.0), "right of": (0.0, -1.0), "behind": (1.0, 0.0), "in front of": (-1.0, 0.0)}
+
+
 class PutBlockInBowl(Task):
+    """Blocks into bowls of a named colour, the blocks named `by` their colour (the paper's bowl task),
+    their size, the side of a reference bowl they lie on ("relative") or the corner of the table they
+    lie in ("absolute"); or, `by="all"`, every block into one bowl."""
+
     name, family = "put-block-in-bowl", "bowl"
     templates = (
         "put the {c} {blocks} in {a}{bc} {bowls}",
@@ -209,14 +249,66 @@ class PutBlockInBowl(Task):
     train_templates = ("into {a}{bc} {bowls}, put the {c} {blocks}",)
     heldout_templates = ("the {c} {blocks} should end up in {a}{bc} {bowls}",)
     distractors = ("block", "bowl", "zone")
+    # by -> (name, family, templates, train_templates, heldout_templates) of the variants
+    VARIANTS = {
+        "size": ("put-block-in-bowl-by-size", "primitive", (
+            "put the {s} {blocks} in {a}{bc} {bowls}",
+            "place each {s} block into a {bc} bowl",
+            "move the {s} {blocks} into {a}{bc} {bowls}",
+        ), ("into {a}{bc} {bowls}, put the {s} {blocks}",), ("every {s} block should end up in a {bc} bowl",)),
+        "relative": ("put-block-in-bowl-by-relative-position", "primitive", (
+            "put the block {r} the {rc} bowl in the {bc} bowl",
+            "place the block that lies {r} the {rc} bowl into the {bc} bowl",
+            "move the block {r} the {rc} bowl into the {bc} bowl",
+        ), ("into the {bc} bowl, put the block {r} the {rc} bowl",),
+            ("the block sitting {r} the {rc} bowl goes into the {bc} bowl",)),
+        "absolute": ("put-block-in-bowl-by-absolute-position", "primitive", (
+            "put the block in the {p} corner into the {bc} bowl",
+            "place the block lying in the {p} corner in the {bc} bowl",
+            "move the block from the {p} corner into the {bc} bowl",
+        ), ("into the {bc} bowl, put the block from the {p} corner",),
+            ("the block found in the {p} corner goes into the {bc} bowl",)),
+        "all": ("put-all-blocks-in-one-bowl", "long-horizon", (
+            "put all the blocks in the {bc} bowl",
+            "place every block into the {bc} bowl",
+            "move both blocks into the {bc} bowl",
+        ), ("into the {bc} bowl, put every block",), ("the {bc} bowl should hold all of the blocks",)),
+    }
+    SLOTS = ((0.0, 0.02), (0.0, -0.02))  # two small blocks side by side in one bowl, square to the axes
+
+    def __init__(self, by: str = "color"):
+        self.by = by
+        if by != "color":
+            self.name, self.family, self.templates, self.train_templates, self.heldout_templates = self.VARIANTS[by]
+        if by in ("size", "all"):
+            self.distractors = ("bowl", "zone")  # a block of any size would be named by "the small blocks"
 
     def build(self, scene):
-        c, bc, dc, dbc = scene.pick_colors(4)
-        n = int(scene.rng.integers(1, 4))
-        bowls = [scene.add_bowl(bc) for _ in range(n)]
-        scene.add_bowl(dbc)
-        blocks = [scene.add_block(c) for _ in range(n)]
-        scene.add_block(dc)
+        if self.by == "relative":
+            return self._build_relative(scene)
+        if self.by == "absolute":
+            return self._build_absolute(scene)
+        if self.by == "all":
+            return self._build_all(scene)
+        if self.by == "size":
+            bc, dbc = scene.pick_colors(2)
+            s = str(scene.rng.choice(["big", "small"]))
+            block_colors = [c for c in scene.colors if c not in (bc, dbc)]
+            n = int(scene.rng.integers(1, 4))
+            bowls = [scene.add_bowl(bc) for _ in range(n)]
+            scene.add_bowl(dbc)
+            blocks = [scene.add_block(str(scene.rng.choice(block_colors)), s) for _ in range(n)]
+            for _ in range(int(scene.rng.integers(1, 3))):  # blocks of the other sizes, in the same colours
+                scene.add_block(str(scene.rng.choice(block_colors)), str(scene.rng.choice([z for z in SIZE_ORDER if z != s])))
+            words = dict(s=s)
+        else:
+            c, bc, dc, dbc = scene.pick_colors(4)
+            n = int(scene.rng.integers(1, 4))
+            bowls = [scene.add_bowl(bc) for _ in range(n)]
+            scene.add_bowl(dbc)
+            blocks = [scene.add_block(c) for _ in range(n)]
+            scene.add_block(dc)
+            words = dict(c=c)
         goals = [InBowl(b, w) for b, w in zip(blocks, bowls)]
 
         def reward(objects, poses):
@@ -235,8 +327,66 @@ class PutBlockInBowl(Task):
                 goals.append(InBowl(b, holding[b]))
             return goals
 
-        text = self.say(scene, c=c, bc=bc, blocks=_plural(n, "block"), bowls=_plural(n, "bowl"), a="a " if n == 1 else "")
+        text = self.say(scene, bc=bc, blocks=_plural(n, "block"), bowls=_plural(n, "bowl"), a="a " if n == 1 else "", **words)
         return Episode(text, goals, blocks + bowls, reward, order=order)
+
+    def _build_relative(self, scene):
+        """One block on a side of a reference bowl, one of its colour on the opposite side; every other
+        object keeps out of the square around the bowl, so "the block left of the red bowl" is one block."""
+        rc, bc, c = scene.pick_colors(3)
+        side = str(scene.rng.choice(list(SIDES)))
+        direction = np.array(SIDES[side])
+        # The bowl lies `beyond` the blocks' reach inside the sampling bounds along the side's axis: a gap,
+        # a block's half side and its half diagonal, and a margin.
+        gap, beyond = 0.015, 0.015 + 0.028 + 0.035 + 0.005
+        centre = SAMPLE_BOUNDS.mean(axis=1)
+        half = (SAMPLE_BOUNDS[:, 1] - SAMPLE_BOUNDS[:, 0]) / 2 - np.abs(direction) * beyond
+        ref = scene.add_bowl(rc, within=Region(tuple(centre), tuple(half)))
+        xy = scene.pose(ref).position[:2]
+        offset = scene.objects[ref].extent + gap + 0.028
+        target = scene.add_block(c, xy=xy + direction * offset)
+        scene.add_block(c, xy=xy - direction * offset)
+        square = Region((float(xy[0]), float(xy[1])), (offset + 0.045, offset + 0.045), f"around the {rc} bowl")
+        bowl = scene.add_bowl(bc, avoid=[square])
+        for _ in range(int(scene.rng.integers(0, 2))):
+            scene.add_block(c, avoid=[square])
+        goals = [InBowl(target, bowl)]
+        text = self.say(scene, r=side, rc=rc, bc=bc)
+        return Episode(text, goals, [target, bowl, ref], goal_fraction(goals), [square])
+
+    def _build_absolute(self, scene):
+        """One block in a named corner, blocks of its colour in other corners; nothing else in that corner."""
+        c, bc = scene.pick_colors(2)
+        names = list(AREAS)
+        where = [names[i] for i in scene.rng.permutation(len(names))[:3]]
+        target = scene.add_block(c, within=AREAS[where[0]])
+        for name in where[1:]:
+            scene.add_block(c, within=AREAS[name])
+        bowl = scene.add_bowl(bc, avoid=[AREAS[where[0]]])
+        goals = [InBowl(target, bowl)]
+        return Episode(self.say(scene, p=where[0], bc=bc), goals, [target, bowl], goal_fraction(goals), [AREAS[where[0]]])
+
+    def _build_all(self, scene):
+        """Two small blocks into one bowl, side by side (SLOTS)."""
+        bc, dbc = scene.pick_colors(2)
+        bowl = scene.add_bowl(bc)
+        scene.add_bowl(dbc)
+        blocks = [scene.add_block(str(scene.rng.choice(scene.colors)), "small") for _ in self.SLOTS]
+        goals = [InBowl(b, bowl, slot) for b, slot in zip(blocks, self.SLOTS)]
+
+        def reward(objects, poses):
+            return sum(in_bowl(objects[b], poses[b], objects[bowl], poses[bowl]) for b in blocks) / len(blocks)
+
+        def order(objects, poses):
+            # Blocks already in the bowl stay; the others, in reading order, take the slots no block holds.
+            inside = [b for b in blocks if in_bowl(objects[b], poses[b], objects[bowl], poses[bowl])]
+            centre = poses[bowl].position[:2]
+            taken = [s for s in self.SLOTS if any(np.linalg.norm(poses[b].position[:2] - centre - s) < 0.01 for b in inside)]
+            free = [s for s in self.SLOTS if s not in taken] + taken
+            rest = reading_order([b for b in blocks if b not in inside], poses)
+            return [InBowl(b, bowl) for b in reading_order(inside, poses)] + [InBowl(b, bowl, s) for b, s in zip(rest, free)]
+
+        return Episode(self.say(scene, bc=bc), goals, blocks + [bowl], reward, order=order)
 
 
 class PutBlockInMatchingBowl(Task):
@@ -275,6 +425,9 @@ def _in_reading_order(goals: list[Goal]) -> Callable:
 
 
 class StackBlocks(Task):
+    """Every block into one tower: anywhere (the paper's stacking task), `on` the {z} zone, or `on` a
+    corner of the table ("area")."""
+
     name, family = "stack-blocks", "stacking"
     templates = (
         "stack all the blocks",
@@ -283,8 +436,28 @@ class StackBlocks(Task):
     )
     train_templates = ("stack every block into a single tower",)
     heldout_templates = ("make a single stack using every block",)
+    VARIANTS = {
+        "zone": ("stack-blocks-on-zone", (
+            "stack all the blocks on the {z} zone",
+            "build one tower out of all the blocks on the {z} zone",
+            "pile every block on top of each other in the {z} zone",
+        ), ("on the {z} zone, stack every block into a single tower",), ("make a single stack of every block on the {z} zone",)),
+        "area": ("stack-blocks-in-area", (
+            "stack all the blocks in the {a} corner",
+            "build one tower out of all the blocks in the {a} corner of the table",
+            "pile every block on top of each other in the {a} corner",
+        ), ("in the {a} corner, stack every block into a single tower",), ("make a single stack of every block in the {a} corner",)),
+    }
+
+    def __init__(self, on: str | None = None):
+        self.on = on
+        if on is not None:
+            self.name, self.templates, self.train_templates, self.heldout_templates = self.VARIANTS[on]
+            self.family = "long-horizon"
 
     def build(self, scene):
+        if self.on is not None:
+            return self._build_on(scene)
         n = int(scene.rng.integers(3, 5))
         colors = [str(c) for c in scene.rng.choice(scene.colors, size=n)]
         blocks = [scene.add_block(c) for c in colors]
@@ -297,6 +470,19 @@ class StackBlocks(Task):
             return _tower(canonical_tower([blocks] * n, objects, poses))
 
         return Episode(self.say(scene), goals, blocks, reward, order=order)
+
+    def _build_on(self, scene):
+        if self.on == "zone":
+            zc = scene.pick_colors(1)[0]
+            places = [scene.add_zone(zc)]
+            region, words = scene.zone_region(places[0]), dict(z=zc)
+        else:
+            a = str(scene.rng.choice(list(AREAS)))
+            places, region, words = [], AREAS[a], dict(a=a)
+        n = int(scene.rng.integers(3, 5))
+        blocks = [scene.add_block(str(c), avoid=[region]) for c in scene.rng.choice(scene.colors, size=n)]
+        goals, reward, order = _region_stacks([blocks], [region], None, None)
+        return Episode(self.say(scene, **words), goals, blocks + places, reward, [region], order)
 
 
 class StackBlocksByColor(Task):
@@ -348,9 +534,9 @@ class StackBlocksBySize(Task):
 # ---------------------------------------------------------------- long-horizon (LoHoRavens-style)
 
 
-def _zone_stacks(scene: Scene, groups: list[list[int]], zones: list[int], keys_of: Callable | None, key: str | None):
-    """One tower per zone. `keys_of` None: a group's blocks are interchangeable; else each group is bottom-up."""
-    regions = [scene.zone_region(z) for z in zones]
+def _region_stacks(groups: list[list[int]], regions: list[Region], keys_of: Callable | None, key: str | None):
+    """One tower per region (a zone or an area), its base at the centre. `keys_of` None: a group's blocks
+    are interchangeable; else each group is bottom-up. Returns (goals, reward, order)."""
     goals = []
     for blocks, region in zip(groups, regions):
         goals.append(InRegion(blocks[0], region, center=True))
@@ -361,33 +547,72 @@ def _zone_stacks(scene: Scene, groups: list[list[int]], zones: list[int], keys_o
         return done / sum(len(g) for g in groups)
 
     def order(objects, poses):
-        # Zones in reading order; in each, the tower standing on it is kept and continued.
+        # Regions in reading order of their centres; in each, the tower standing on it is kept and continued.
         goals = []
-        for z in reading_order(zones, poses):
-            blocks, region = groups[zones.index(z)], regions[zones.index(z)]
+        for k in sorted(range(len(regions)), key=lambda k: (-round(regions[k].center[1], 3), regions[k].center[0])):
+            blocks, region = groups[k], regions[k]
             levels = [blocks] * len(blocks) if keys_of is None else [[b] for b in blocks]
             tower = canonical_tower(levels, objects, poses, base_ok=lambda b: in_region(objects[b], poses[b], region))
             goals += [InRegion(tower[0], region, center=True)] + _tower(tower)
         return goals
 
-    return goals, reward, regions, order
+    return goals, reward, order
 
 
-class StackSameColorOnZone(Task):
+class StackSameKind(Task):
+    """One tower per `key` (colour or size) of the blocks: on the zone of that colour (`on_zone`), or
+    where the tower's base block lies."""
+
     name, family = "stack-same-color-on-zone", "long-horizon"
     templates = (
         "stack the blocks of each colour on the zone of the same colour",
         "for every colour, build a tower of its blocks on the matching zone",
         "pile up the blocks on the zones that share their colour",
     )
+    VARIANTS = {
+        "color": ("stack-same-color", (
+            "stack the blocks of each colour into a tower of their own",
+            "for every colour, build one tower out of its blocks",
+            "pile up the blocks that share a colour on top of each other",
+        ), ("make one stack for each block colour",), ("blocks of one colour should form one tower",)),
+        "size": ("stack-same-size", (
+            "stack the blocks of each size into a tower of their own",
+            "for every size, build one tower out of the blocks of that size",
+            "pile up the blocks that share a size on top of each other",
+        ), ("make one stack for each block size",), ("blocks that are the same size should form one tower",)),
+    }
+
+    def __init__(self, key: str = "color", on_zone: bool = True):
+        self.key, self.on_zone = key, on_zone
+        if not on_zone:
+            self.name, self.templates, self.train_templates, self.heldout_templates = self.VARIANTS[key]
 
     def build(self, scene):
-        colors = scene.pick_colors(2)
-        zones = [scene.add_zone(c) for c in colors]
-        regions = [scene.zone_region(z) for z in zones]
-        groups = [[scene.add_block(c, avoid=regions) for _ in range(2)] for c in colors]
-        goals, reward, regions, order = _zone_stacks(scene, groups, zones, None, None)
-        return Episode(self.say(scene), goals, sum(groups, []) + zones, reward, regions, order)
+        if self.on_zone:
+            colors = scene.pick_colors(2)
+            zones = [scene.add_zone(c) for c in colors]
+            regions = [scene.zone_region(z) for z in zones]
+            groups = [[scene.add_block(c, avoid=regions) for _ in range(2)] for c in colors]
+            goals, reward, order = _region_stacks(groups, regions, None, None)
+            return Episode(self.say(scene), goals, sum(groups, []) + zones, reward, regions, order)
+        if self.key == "color":
+            groups = [[scene.add_block(c) for _ in range(int(scene.rng.integers(2, 4)))] for c in scene.pick_colors(2)]
+        else:
+            sizes = scene.rng.choice(SIZE_ORDER, size=2, replace=False)
+            groups = [[scene.add_block(str(scene.rng.choice(scene.colors)), str(s)) for _ in range(int(scene.rng.integers(2, 4)))]
+                      for s in sizes]
+        goals = sum((_tower(g) for g in groups), [])
+
+        def reward(objects, poses):
+            return sum(max(stack_score(objects, poses, g) - 1, 0) for g in groups) / sum(len(g) - 1 for g in groups)
+
+        def order(objects, poses):
+            # Each group's tower (the one standing kept), towers in reading order of their bases.
+            towers = [canonical_tower([g] * len(g), objects, poses) for g in groups]
+            bases = reading_order([t[0] for t in towers], poses)
+            return sum((_tower(t) for t in sorted(towers, key=lambda t: bases.index(t[0]))), [])
+
+        return Episode(self.say(scene), goals, sum(groups, []), reward, order=order)
 
 
 class StackByColorAndSize(Task):
@@ -407,7 +632,7 @@ class StackByColorAndSize(Task):
             sizes = sorted(scene.rng.choice(SIZE_ORDER, size=2, replace=False).tolist(), key=SIZE_ORDER.index)
             groups.append([scene.add_block(c, s, avoid=regions) for s in sizes])
         objects = scene.objects
-        goals, reward, regions, order = _zone_stacks(scene, groups, zones, lambda g: [objects[i].size for i in g], "size")
+        goals, reward, order = _region_stacks(groups, regions, lambda g: [objects[i].size for i in g], "size")
         return Episode(self.say(scene), goals, sum(groups, []) + zones, reward, regions, order)
 
 
@@ -419,27 +644,62 @@ AREAS = {
 }
 
 
-class MoveBlocksBetweenPositionsBySize(Task):
+class MoveBlocksBetweenPositions(Task):
+    """The blocks of one corner that match a size, a colour or both (`by`) into another corner; blocks
+    in that corner that do not match, and matching ones in a third corner, stay."""
+
     name, family = "move-blocks-between-positions-by-size", "long-horizon"
     templates = (
         "move all the {s} blocks in the {a} area to the {b} area",
         "take the {s} blocks from the {a} of the table to the {b}",
         "relocate every {s} block from the {a} corner to the {b} corner",
     )
-    distractors = ("zone",)
+    distractors = ("block", "zone")  # distractor blocks keep out of both corners
+    VARIANTS = {
+        "color": ("move-blocks-between-positions-by-color", (
+            "move all the {c} blocks in the {a} area to the {b} area",
+            "take the {c} blocks from the {a} of the table to the {b}",
+            "relocate every {c} block from the {a} corner to the {b} corner",
+        ), ("shift each {c} block in the {a} area over to the {b} area",),
+            ("the {c} blocks of the {a} corner belong in the {b} corner",)),
+        "size-color": ("move-blocks-between-positions-by-size-and-color", (
+            "move all the {s} {c} blocks in the {a} area to the {b} area",
+            "take the {s} {c} blocks from the {a} of the table to the {b}",
+            "relocate every {s} {c} block from the {a} corner to the {b} corner",
+        ), ("shift each {s} {c} block in the {a} area over to the {b} area",),
+            ("the {s} {c} blocks of the {a} corner belong in the {b} corner",)),
+    }
+
+    def __init__(self, by: str = "size"):
+        self.by = by
+        if by != "size":
+            self.name, self.templates, self.train_templates, self.heldout_templates = self.VARIANTS[by]
 
     def build(self, scene):
         names = list(AREAS)
         a, b = (names[i] for i in scene.rng.choice(len(names), size=2, replace=False))
         src, dst = AREAS[a], AREAS[b]
         size, other = scene.rng.choice(["big", "small"], size=2, replace=False)
+        size, other = str(size), str(other)
         colors = scene.pick_colors(4)
-        targets = [scene.add_block(colors[i], str(size), within=src) for i in range(2)]
-        scene.add_block(colors[2], str(other), within=src)
         rest = [n for n in names if n not in (a, b)]
-        scene.add_block(colors[3], str(size), within=AREAS[rest[int(scene.rng.integers(2))]])
+        third = AREAS[rest[int(scene.rng.integers(2))]]
+        c = colors[0]
+        if self.by == "size":  # two of the size in the corner, one of the other size; one of the size elsewhere
+            targets = [scene.add_block(colors[i], size, within=src) for i in range(2)]
+            scene.add_block(colors[2], other, within=src)
+            scene.add_block(colors[3], size, within=third)
+        elif self.by == "color":
+            targets = [scene.add_block(c, str(scene.rng.choice(SIZE_ORDER)), within=src) for _ in range(2)]
+            scene.add_block(colors[1], str(scene.rng.choice(SIZE_ORDER)), within=src)
+            scene.add_block(c, str(scene.rng.choice(SIZE_ORDER)), within=third)
+        else:  # the size and colour asked; one of each alone in the corner; both elsewhere
+            targets = [scene.add_block(c, size, within=src) for _ in range(2)]
+            scene.add_block(c, other, within=src)
+            scene.add_block(colors[1], size, within=src)
+            scene.add_block(c, size, within=third)
         goals = [InRegion(t, dst) for t in targets]
-        return Episode(self.say(scene, s=size, a=a, b=b), goals, targets, goal_fraction(goals), [src, dst],
+        return Episode(self.say(scene, s=size, c=c, a=a, b=b), goals, targets, goal_fraction(goals), [src, dst],
                        _in_reading_order(goals))
 
 
@@ -478,6 +738,9 @@ class PutBlockInMismatchingBowl(Task):
 
 
 class PutHiddenBlockInMatchingBowl(Task):
+    """Blocks hidden by blocks resting on them into the bowls of their colour. `cover`: one big block
+    on each ("block"), towers of two or three layers ("tower"), or a pyramid standing on two ("pyramid")."""
+
     name, family = "put-hidden-block-in-matching-bowl", "long-horizon"
     templates = (
         "put the blocks hidden under other blocks into the bowls of the same colour",
@@ -485,17 +748,56 @@ class PutHiddenBlockInMatchingBowl(Task):
         "move each block that is underneath another block into the bowl of its colour",
     )
     distractors = ("block", "bowl", "zone")
+    VARIANTS = {
+        "tower": ("put-block-under-tower-in-matching-bowl", (
+            "put the block at the bottom of each tower into the bowl of the same colour",
+            "find the block under every tower and place it in the bowl that matches its colour",
+            "move the lowest block of each tower into the bowl of its colour",
+        ), ("put each block hidden under a tower in the bowl of its colour",),
+            ("the blocks buried under the towers go into the bowls that match them",)),
+        "pyramid": ("put-block-under-pyramid-in-matching-bowl", (
+            "put the blocks under the pyramid into the bowls of the same colour",
+            "find the blocks the pyramid stands on and place each in the bowl that matches its colour",
+            "move the bottom blocks of the pyramid into the bowls of their colour",
+        ), ("put each block under the pyramid in the bowl of its colour",),
+            ("the blocks the pyramid rests on belong in the bowls of their colour",)),
+    }
+
+    def __init__(self, cover: str = "block"):
+        self.cover = cover
+        if cover != "block":
+            self.name, self.templates, self.train_templates, self.heldout_templates = self.VARIANTS[cover]
 
     def build(self, scene):
+        if self.cover == "pyramid":
+            return self._build_pyramid(scene)
         hidden_colors = scene.pick_colors(4)
         bowls = [scene.add_bowl(c) for c in hidden_colors[:2]]
         hidden = []
         for i in range(2):
             block = scene.add_block(hidden_colors[i], "small")
             xy = scene.pose(block).position[:2]
-            # A big block of another colour resting on it hides it from above.
-            scene.add_block(hidden_colors[2 + i], "big", xy=xy, bottom=scene.objects[block].height + 0.001)
+            # A big block of another colour resting on it hides it from above; a tower, a medium one on that.
+            bottom = scene.objects[block].height + 0.001
+            cover = scene.add_block(hidden_colors[2 + i], "big", xy=xy, bottom=bottom)
+            if self.cover == "tower" and scene.rng.random() < 0.5:
+                scene.add_block(hidden_colors[2 + i], "medium", xy=xy, bottom=bottom + scene.objects[cover].height + 0.001)
             hidden.append(block)
+        goals = [InBowl(b, w) for b, w in zip(hidden, bowls)]
+        return Episode(self.say(scene), goals, hidden + bowls, goal_fraction(goals), order=_in_reading_order(goals))
+
+    def _build_pyramid(self, scene):
+        """Two medium blocks side by side, square to each other, and a big one bridging them."""
+        colors = scene.pick_colors(3)
+        bowls = [scene.add_bowl(c) for c in colors[:2]]
+        scale = 1.0 if scene.look is None else scene.look.block_scale
+        half = BLOCK_SIZES["medium"] * scale * 1.05 / 2 + 0.003  # centre to centre / 2, off-cube blocks included
+        yaw = float(scene.rng.uniform(-math.pi / 4, math.pi / 4))
+        across = np.array([math.cos(yaw), math.sin(yaw)])
+        xy = scene.free_xy(2 * half + 0.02)
+        hidden = [scene.add_block(c, "medium", xy=xy + sign * half * across, yaw=yaw) for c, sign in zip(colors[:2], (1, -1))]
+        bottom = max(scene.objects[h].height for h in hidden) + 0.001
+        scene.add_block(colors[2], "big", xy=xy, bottom=bottom, yaw=yaw)
         goals = [InBowl(b, w) for b, w in zip(hidden, bowls)]
         return Episode(self.say(scene), goals, hidden + bowls, goal_fraction(goals), order=_in_reading_order(goals))
 
@@ -543,6 +845,9 @@ class StackSmallerOverBigger(Task):
 
 
 class PutEvenBlocksInZone(Task):
+    """The blocks of every colour that appears an even number of times into the {z} zone, or, `matching`,
+    each into the zone of its own colour, beside a zone of an odd colour."""
+
     name, family = "put-even-blocks-in-zone", "long-horizon"
     templates = (
         "put the blocks of every colour that appears an even number of times into the {z} zone",
@@ -550,20 +855,36 @@ class PutEvenBlocksInZone(Task):
         "count the blocks of each colour and place those with an even count in the {z} zone",
     )
 
+    def __init__(self, matching: bool = False):
+        self.matching = matching
+        if matching:
+            self.name = "put-even-blocks-in-matching-zone"
+            self.templates = (
+                "put the blocks of every colour that appears an even number of times into the zone of that colour",
+                "move the blocks whose colour occurs an even number of times to the zones of their colour",
+                "count the blocks of each colour and place those with an even count in the matching zones",
+            )
+            self.train_templates = ("every colour with an even number of blocks: put its blocks on the zone of that colour",)
+            self.heldout_templates = ("blocks whose colour shows up an even number of times belong in the zone of their colour",)
+
     def build(self, scene):
         zc, even, odd, single, even2 = scene.pick_colors(5)
-        zone = scene.add_zone(zc)
-        region = scene.zone_region(zone)
+        zones = [] if self.matching else [scene.add_zone(zc)]
         counts = {even: 2, odd: int(scene.rng.choice([1, 3])), single: 1}
         if counts[odd] == 1 and scene.rng.random() < 0.5:
             counts[even2] = 2  # sometimes two even colours: four blocks go to the zone
-        targets = []
+        zone_colors = [c for c in counts if c != single] if self.matching else [zc]
+        if self.matching:  # a zone for each even colour and for the odd one (a zone no block goes to)
+            zones = [scene.add_zone(c) for c in zone_colors]
+        regions = [scene.zone_region(z) for z in zones]
+        region_of = dict(zip(zone_colors, regions))
+        goals = []
         for color, n in counts.items():
-            made = [scene.add_block(color, avoid=[region]) for _ in range(n)]
+            made = [scene.add_block(color, avoid=regions) for _ in range(n)]
             if n % 2 == 0:
-                targets += made
-        goals = [InRegion(t, region) for t in targets]
-        return Episode(self.say(scene, z=zc), goals, targets + [zone], goal_fraction(goals), [region],
+                goals += [InRegion(t, region_of.get(color, regions[0])) for t in made]
+        targets = [g.obj for g in goals]
+        return Episode(self.say(scene, z=zc), goals, targets + zones, goal_fraction(goals), regions,
                        _in_reading_order(goals))
 
 
@@ -572,11 +893,32 @@ TASKS: dict[str, Task] = {
     for t in (
         PutBlockInZone(), PutBlockInBowl(), PutBlockInMatchingBowl(),
         StackBlocks(), StackBlocksByColor(), StackBlocksBySize(),
-        StackSameColorOnZone(), StackByColorAndSize(), MoveBlocksBetweenPositionsBySize(),
+        StackSameKind(), StackByColorAndSize(), MoveBlocksBetweenPositions(),
         PutBlockInMismatchingBowl(), PutHiddenBlockInMatchingBowl(), StackAlternatingColors(),
         StackSmallerOverBigger(), PutEvenBlocksInZone(),
+        # LoHoRavens' primitives and long-horizon tasks this tabletop lacked, as variants of the above
+        PutBlockInBowl(by="size"), PutBlockInBowl(by="relative"), PutBlockInBowl(by="absolute"),
+        PutBlockInBowl(by="all"), PutBlockInZone(every=True),
+        StackBlocks(on="zone"), StackBlocks(on="area"),
+        StackSameKind("color", on_zone=False), StackSameKind("size", on_zone=False),
+        PutHiddenBlockInMatchingBowl(cover="tower"), PutHiddenBlockInMatchingBowl(cover="pyramid"),
+        MoveBlocksBetweenPositions(by="color"), MoveBlocksBetweenPositions(by="size-color"),
+        PutEvenBlocksInZone(matching=True),
     )
 }
+
+# LoHoRavens' unseen tasks: each composes what training tasks teach, and none is ever collected.
+HELDOUT_TASKS = (
+    "put-block-in-bowl-by-absolute-position",  # corners (move-blocks-*) + a block into a bowl (primitives)
+    "stack-blocks-in-area",  # stacking on a zone + corners
+    "stack-same-size",  # towers per colour + sizes
+    "put-block-under-pyramid-in-matching-bowl",  # hidden blocks under towers + a pyramid's shape
+    "move-blocks-between-positions-by-size-and-color",  # by size + by colour
+    "put-even-blocks-in-matching-zone",  # even counts + zones of matching colour
+)
+for _name in HELDOUT_TASKS:
+    TASKS[_name].heldout = True
+TRAINING_TASKS = tuple(n for n in TASKS if n not in HELDOUT_TASKS)
 
 
 def get_task(name: str) -> Task:
@@ -589,16 +931,26 @@ def tasks_in_family(family: str) -> list[str]:
     return [n for n, t in TASKS.items() if t.family == family]
 
 
-def resolve_tasks(names: list[str]) -> list[str]:
-    """Task names, family names or 'all' → task names in order, without repeats; ValueError naming an unknown one."""
+def resolve_tasks(names: list[str], heldout: bool = True) -> list[str]:
+    """Task names, family names, 'training-tasks', 'heldout-tasks' or 'all' → task names in order, without
+    repeats; ValueError naming an unknown one. `heldout` False (collection for training): 'all' and the
+    families mean their training tasks, and naming a held-out task is a ValueError."""
     tasks: list[str] = []
     for name in names:
         if name == "all":
             tasks += list(TASKS)
+        elif name == "training-tasks":
+            tasks += list(TRAINING_TASKS)
+        elif name == "heldout-tasks":
+            tasks += list(HELDOUT_TASKS)
         elif name in FAMILIES:
             tasks += tasks_in_family(name)
         elif name in TASKS:
             tasks.append(name)
         else:
-            raise ValueError(f"unknown task or family '{name}'; tasks: {', '.join(TASKS)}; families: {', '.join(FAMILIES)}")
-    return list(dict.fromkeys(tasks))
+            raise ValueError(f"unknown task or family '{name}'; tasks: {', '.join(TASKS)}; families: {', '.join(FAMILIES)}; "
+                             f"splits: {', '.join(SPLITS)}")
+        if not heldout and name in HELDOUT_TASKS + ("heldout-tasks",):
+            raise ValueError(f"'{name}' is held out from training (HELDOUT_TASKS); it is never collected. "
+                             f"Evaluate it with threedmoe-eval-closed-loop --tasks heldout-tasks")
+    return [t for t in dict.fromkeys(tasks) if heldout or t not in HELDOUT_TASKS]

@@ -12,6 +12,10 @@ One bag directory per episode, OUT/<task>/<split>/<seed>, with topics
     /episode_result   threedmoe_msgs/EpisodeResult, at the end
 Stamps are simulated time. The oracle runs closed loop: it executes one step, observes, re-plans.
 
+Tasks held out from training (sim.tasks.HELDOUT_TASKS, `--tasks heldout-tasks` in the evaluator)
+are never collected: `all` and family names mean their training tasks here, and naming a held-out
+task is an error.
+
 Seeds: episode i of a split uses sim.seeds.seed_for(split, i), so splits never share a scene.
 Colours come from the training split unless --unseen-colors (CLIPort's held-out colours, for
 the unseen-colour test set: `--split test --unseen-colors --out DIR_UNSEEN`). `--appearance train
@@ -150,7 +154,8 @@ def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(prog="threedmoe-collect",
                                      description="Collect oracle demonstrations as rosbag2 (mcap) episodes.")
     parser.add_argument("--tasks", nargs="+", default=["all"],
-                        help=f"task names, family names ({', '.join(FAMILIES)}) or 'all'")
+                        help=f"task names, family names ({', '.join(FAMILIES)}), 'training-tasks' or 'all' (the "
+                             "training tasks: held-out tasks are never collected)")
     parser.add_argument("--episodes", type=int, required=True, help="episodes per task")
     parser.add_argument("--split", choices=list(SPLIT_SEEDS), default="train")
     parser.add_argument("--first", type=int, default=0, help="index of the first episode (to extend a dataset)")
@@ -168,7 +173,7 @@ def parse_args(argv: list[str] | None):
     args = parser.parse_args(argv)
 
     try:
-        args.tasks = resolve_tasks(args.tasks)
+        args.tasks = resolve_tasks(args.tasks, heldout=False)
     except ValueError as e:
         parser.error(str(e))
     if args.episodes < 1:
