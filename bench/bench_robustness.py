@@ -1,12 +1,13 @@
 """Closed-loop success of policies on the robustness splits, side by side, with failure breakdowns.
 
-Splits (sim/appearance.py, sim/phrasing.py; test-split seeds, RF-4, k = 1, raw, labelled clouds):
+Splits (sim/appearance.py, sim/phrasing.py; test-split seeds, the checkpoint's sampling steps, k = 1, raw):
     plain            the original assets and task templates (the benchmark before randomization)
     seen             training appearance ranges and phrasings, seen colours
     shifted          appearance outside the training ranges (shades, sizes, light, distractors, sensing)
     heldout          instruction words and templates training never draws
     shifted+heldout  both
     unseen           CLIPort's unseen colours, training ranges otherwise
+    …/no-labels      the split with the clouds' instance labels stripped: objects come from segmentation
 
 `--seeds-per-family 100` spreads 100 seeds over a family's tasks (zone 100, bowl 2 × 50, stacking
 3 × 34); `--long-horizon N` adds N seeds of each long-horizon task on the `seen` split.
@@ -39,6 +40,7 @@ SPLITS = {  # name -> (appearance, phrasing, colours)
     "shifted+heldout": ("shifted", "heldout", "seen"),
     "unseen": ("train", "train", "unseen"),
 }
+SPLITS.update({f"{name}/no-labels": split for name, split in list(SPLITS.items())})
 PAPER_FAMILIES = ("zone", "bowl", "stacking")
 _PLANNERS: dict = {}
 
@@ -58,8 +60,10 @@ def _job(job: tuple) -> dict:
         _PLANNERS[path] = Planner.from_pretrained(path)
     appearance, phrasing, colors = SPLITS[split]
     t0 = time.perf_counter()
-    outcomes, times = evaluate(_PLANNERS[path], [task], episodes, [colors], 1, 4, progress=False,
-                               appearance=appearance, phrasing=phrasing)
+    planner = _PLANNERS[path]
+    steps = planner.policy.scheduler.inference_steps(0)  # the checkpoint's own
+    outcomes, times = evaluate(planner, [task], episodes, [colors], 1, steps, progress=False,
+                               appearance=appearance, phrasing=phrasing, labels=not split.endswith("/no-labels"))
     return {"policy": name, "split": split, "task": task, "wall_s": time.perf_counter() - t0,
             "outcomes": [dataclasses.asdict(o) for o in outcomes]}
 

@@ -4,7 +4,7 @@ region-growing segmentation when it does not — and both find the same objects 
 import numpy as np
 import pytest
 
-from threedmoe_ros.data.objects import group_objects, objects_of
+from threedmoe_ros.data.objects import TABLE_RGB, group_objects, objects_of
 from threedmoe_ros.sim.env import EnvConfig, TabletopEnv
 from threedmoe_ros.types import Cloud
 
@@ -24,9 +24,22 @@ def test_labelled_objects_have_their_top_face_box_and_colour():
     assert objs.ids == [1, 2, 3]
     np.testing.assert_allclose(objs.top[0, :2], [0.40, 0.10], atol=0.005)
     assert abs(objs.top[1, 2] - 0.05) < 0.002 and objs.hi[2, 2] - objs.lo[2, 2] < 0.01  # the zone is flat
-    np.testing.assert_allclose(objs.rgb[1], np.array([200, 30, 30]) / 255, atol=1e-6)
+    np.testing.assert_allclose(objects_of(Cloud(xyz, rgb, label), balance=False).rgb[1], np.array([200, 30, 30]) / 255,
+                               atol=1e-6)
+    # Balanced, colours are as where the table looks as it does in the training looks.
+    np.testing.assert_allclose(objs.rgb[1], np.array([200, 30, 30]) / 120 * TABLE_RGB, atol=1e-6)
     with pytest.raises(ValueError, match="no instance labels"):
         group_objects(Cloud(xyz), method="labels")
+
+
+def test_object_colours_hold_under_another_light():
+    """A dimmer, bluer light (and the table under it) leaves the objects' balanced colours where they were."""
+    with TabletopEnv(EnvConfig(task="put-block-in-bowl", appearance="train")) as env:
+        cloud = env.reset(2_000_000)[0]["cloud"]
+    light = np.array([0.75, 0.8, 0.95])
+    other = Cloud(cloud.xyz, np.round(cloud.rgb * light).astype(np.uint8), cloud.label)
+    np.testing.assert_allclose(objects_of(other).top_rgb, objects_of(cloud).top_rgb, atol=0.02)
+    assert np.abs(objects_of(other, balance=False).top_rgb - objects_of(cloud).top_rgb).max() > 0.05
 
 
 @pytest.mark.parametrize("task", ["put-block-in-zone", "stack-blocks-by-size", "put-block-in-matching-bowl"])
