@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from threedmoe_ros.data.objects import GROUPINGS
 from threedmoe_ros.models.condition import Condition
 from threedmoe_ros.models.refine import refine_plan
 from threedmoe_ros.policy import Policy
@@ -86,13 +87,18 @@ class Planner:
     cannot run is refused here. frozen: plan with a TorchScript-frozen copy of the head (float32
     only; the same plans to ~1e-6, each sampling step ~1.6x faster on a CPU). refine: snap plan
     positions onto the objects of the cloud (models/refine.py). horizon: most steps a plan keeps
-    (None = the model's horizon).
+    (None = the model's horizon). grouping: how a cloud's objects are found (data/objects.py):
+    "auto" (instance labels when the cloud has them, else segmentation), "labels" (a cloud without
+    them is refused) or "segment" (labels are ignored, as if the cloud came from a bare camera).
     """
 
     def __init__(self, policy: Policy, device: str = "cpu", dtype: str = "float32", frozen: bool = True,
-                 refine: bool = False, horizon: int | None = None):
+                 refine: bool = False, horizon: int | None = None, grouping: str = "auto"):
         if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1):
             raise ValueError(f"horizon must be a positive int or None, got {horizon!r}")
+        if grouping not in GROUPINGS:
+            raise ValueError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
+        self.grouping = grouping
         torch_dtype, self.dtype = parse_dtype(dtype), dtype
         self.policy = policy.to(parse_device(device)).eval()
         self.refine, self.horizon = refine, horizon
@@ -140,6 +146,7 @@ class Planner:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise InputError(f"seed must be an int >= 0 or None, got {seed!r}")
         generator = torch.Generator().manual_seed(seed) if seed is not None else self._generator
+        cloud = self._grouped(cloud)
         t0 = time.perf_counter()
         cond = self.policy.condition([cloud], [instruction])
         self._sync()
@@ -156,6 +163,16 @@ class Planner:
         problem = validate_plan(poses)
         t3 = time.perf_counter()
         return PlanResult(poses, valid_prob, steps, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t_in) * 1e3, problem)
+
+    def _grouped(self, cloud: Cloud) -> Cloud:
+        """`cloud` as the grouping setting wants it: without its labels for "segment"; refused without
+        them for "labels"."""
+        if self.grouping == "segment" and cloud.label is not None:
+            return Cloud(cloud.xyz, cloud.rgb, None, cloud.frame_id, cloud.stamp_ns)
+        if self.grouping == "labels" and (cloud.label is None or not (cloud.label > 0).any()):
+            raise InputError("grouping is 'labels' but the cloud has no instance labels > 0 (no 'label' field, or "
+                             "only the table's 0): send a labelled cloud or set grouping to auto or segment")
+        return cloud
 
     @torch.no_grad()
     def sample(self, cond: Condition, steps: int | None = None,

@@ -164,10 +164,16 @@ def test_a_camera_frame_cloud_is_planned_in_world_and_stage_timings_are_written(
     assert record["plans"][0]["transform_ms"] < record["plans"][1]["transform_ms"]  # the world cloud needs no TF
 
 
-def test_a_points_remap_for_the_process_reaches_the_clouds_helper_node(rclpy_context, start_node):
-    """Clouds come in on the helper node `policy_points` (an executor of their own); a remap of `points`
-    given for the process, as launch remappings and `-r points:=...` are, reaches it, and both nodes keep
-    their own names although the launcher renamed the process's node (`__node:=policy`)."""
+@pytest.mark.parametrize("params, remaps", [
+    ({}, {"points": "/camera/points"}),  # a remap for every node of the process, as launch remappings are
+    ({}, {"policy:points": "/camera/points"}),  # a remap for the policy node alone
+    ({"points_topic": "/camera/points"}, {}),
+])
+def test_the_clouds_topic_reaches_the_helper_node_however_it_is_set(rclpy_context, start_node, params, remaps):
+    """Clouds come in on the helper node `policy_points` (an executor of their own). Whether the topic is
+    remapped for the process, remapped for the policy node alone, or set by `points_topic`, the helper
+    takes it, and both nodes keep their own names although the launcher renamed the process's node
+    (`__node:=policy`)."""
     import time
 
     from rosio import RosIO, scene_cloud
@@ -176,8 +182,8 @@ def test_a_points_remap_for_the_process_reaches_the_clouds_helper_node(rclpy_con
 
     from threedmoe_ros.checkpoints import LIGHT_POLICY
 
-    node = start_node("policy_node", {"checkpoint": str(LIGHT_POLICY), "seed": 0}, name="policy",
-                      remaps={"points": "/camera/points"})
+    node = start_node("policy_node", {"checkpoint": str(LIGHT_POLICY), "seed": 0, **params}, name="policy",
+                      remaps=remaps)
     io = RosIO(rclpy_context, reliable_points=True)
     camera = io.node.create_publisher(PointCloud2, "/camera/points", 10)
     try:
@@ -190,7 +196,40 @@ def test_a_points_remap_for_the_process_reaches_the_clouds_helper_node(rclpy_con
             camera.publish(conv.cloud_to_msg(scene_cloud(stamp)))
             io.spin_until(lambda: io.plans_for(stamp), 1.0)
         assert io.plans_for(stamp), node.log
-        assert node.log.count("policy ready: ") == 1
+        assert node.log.count("policy ready: ") == 1 and "points on /camera/points" in node.log
     finally:
         io.close()
 
+
+@pytest.mark.parametrize("grouping", ["auto", "labels"])
+def test_a_cloud_without_labels_is_segmented_or_refused_as_grouping_says(rclpy_context, start_node, grouping):
+    """A camera's cloud has no label field: with grouping auto the node finds the objects by segmentation
+    and plans in the workspace; with grouping labels it refuses the cloud on `status`, saying why."""
+    from rosio import RosIO, scene_cloud
+    from std_msgs.msg import String
+
+    from threedmoe_ros.checkpoints import LIGHT_POLICY
+    from threedmoe_ros.types import Cloud
+
+    node = start_node("policy_node", {"checkpoint": str(LIGHT_POLICY), "seed": 0, "grouping": grouping})
+    io = RosIO(rclpy_context, reliable_points=True)
+    try:
+        assert io.spin_until(lambda: io.node.count_subscribers("points") > 0, 60), node.log
+        io.instruction.publish(String(data=GOOD))
+        labelled = scene_cloud(10**9)
+        bare = Cloud(labelled.xyz, labelled.rgb, None, "world", labelled.stamp_ns)
+        refused = lambda: any(not s.ok and "no instance labels" in s.message for s in io.status)  # noqa: E731
+        done = (lambda: io.plans_for(10**9)) if grouping == "auto" else refused
+        for _ in range(60):
+            io.points.publish(conv.cloud_to_msg(bare))
+            if io.spin_until(done, 1.0):
+                break
+        if grouping == "auto":
+            (plan,) = io.plans_for(10**9)[:1]
+            poses = conv.plan_from_msg(plan)
+            assert len(poses) and validate_plan(poses) == "", node.log
+        else:
+            assert refused(), node.log
+            assert not io.plans_for(10**9)
+    finally:
+        io.close()

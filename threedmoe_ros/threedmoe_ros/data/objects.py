@@ -79,6 +79,9 @@ class SegmentConfig:
             raise ValueError(f"SegmentConfig.method must be one of {sorted(SEGMENTERS)}, got {self.method!r}")
 
 
+GROUPINGS = ("auto", "labels", "segment")  # how group_objects finds a cloud's objects
+
+
 @dataclass
 class ObjectGroups:
     indices: list[np.ndarray]
@@ -95,8 +98,8 @@ class ObjectGroups:
 def group_objects(cloud: Cloud, method: str = "auto", config: SegmentConfig | None = None) -> ObjectGroups:
     """Objects of `cloud`: by instance label ("labels"), by segmentation ("segment"), or "auto"
     (labels when the cloud carries any label > 0, else segmentation)."""
-    if method not in ("auto", "labels", "segment"):
-        raise ValueError(f"object grouping must be 'auto', 'labels' or 'segment', got {method!r}")
+    if method not in GROUPINGS:
+        raise ValueError(f"object grouping must be one of {', '.join(GROUPINGS)}, got {method!r}")
     if method in ("auto", "labels") and cloud.label is not None and (cloud.label > 0).any():
         ids = [int(i) for i in np.unique(cloud.label) if i > 0]
         return ObjectGroups([np.flatnonzero(cloud.label == i) for i in ids], ids, "labels")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from threedmoe_ros.data.objects import ObjectSummary, cielab, objects_of
+from threedmoe_ros.data.objects import GROUPINGS, ObjectSummary, cielab, objects_of
 from threedmoe_ros.models.condition import Condition, ConditionEncoder
 from threedmoe_ros.types import Cloud
 from threedmoe_ros.workspace import WORKSPACE_CENTER, WORKSPACE_HALF
@@ -57,8 +57,8 @@ class LightEncoderConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"LightEncoderConfig.{name} must be a positive int, got {value!r}")
-        if self.grouping not in ("auto", "labels", "segment"):
-            raise ValueError(f"LightEncoderConfig.grouping must be 'auto', 'labels' or 'segment', got {self.grouping!r}")
+        if self.grouping not in GROUPINGS:
+            raise ValueError(f"LightEncoderConfig.grouping must be one of {', '.join(GROUPINGS)}, got {self.grouping!r}")
         if self.dim % self.heads:
             raise ValueError(f"LightEncoderConfig: dim {self.dim} is not divisible by heads {self.heads}")
         self.center = tuple(float(v) for v in self.center)

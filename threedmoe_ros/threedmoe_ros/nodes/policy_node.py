@@ -34,7 +34,8 @@ wait, condition, head, check, publish; nodes/timings.py) are written there as JS
 `status_period_s` and when the node closes (Ctrl-C), for the end-to-end latency benchmark.
 
 Topics (relative names; remap as needed):
-  in   points (sensor_msgs/PointCloud2; QoS by points_qos; on the helper node <name>_points: remap it for all nodes, -r points:=...)
+  in   points (sensor_msgs/PointCloud2; points_topic, QoS by points_qos; taken on the helper node <name>_points;
+       objects by label field or segmentation: see grouping)
        instruction, question (std_msgs/String)
        /tf_static, /tf (tf2_msgs/TFMessage: where a cloud's frame is)
        episode_result (threedmoe_msgs/EpisodeResult; ends an ExecuteInstruction goal)
@@ -164,6 +165,13 @@ class PolicyNode(LifecycleNode):
         self.declare_parameter("points_qos", "reliable", doc(
             "QoS of the points subscription: reliable (the default: a large cloud sent best effort is often lost "
             "whole on a busy machine) or sensor_data (best effort: needed when the driver publishes best effort)"))
+        self.declare_parameter("points_topic", "points", doc(
+            "topic of the clouds; resolved with this node's namespace and remaps (-r points:=..., also "
+            "-r <node>:points:=...), then taken by the helper node <name>_points"))
+        self.declare_parameter("grouping", "auto", doc(
+            "how a cloud's objects are found: auto (instance labels when the cloud has a label field, as from the "
+            "simulator or an upstream segmentation node; else segmentation), labels (clouds without are refused), "
+            "segment (labels are ignored)"))
         self.declare_parameter("world_frame", "world", doc(
             "frame plans are made and published in; a cloud in another frame is moved into it with TF "
             "(/tf_static, /tf), and refused when TF has no path from its frame to this one"))
@@ -210,6 +218,10 @@ class PolicyNode(LifecycleNode):
         try:
             if p["points_qos"] not in POINTS_QOS:
                 raise ConfigureError(f"points_qos {p['points_qos']!r} is not one of {sorted(POINTS_QOS)}")
+            try:  # by this node's namespace and remaps, so `-r policy:points:=...` reaches the helper node too
+                self.points_topic = self.resolve_topic_name(p["points_topic"])
+            except Exception as exc:  # noqa: BLE001 - rclpy raises its own types for an invalid name
+                raise ConfigureError(f"points_topic {p['points_topic']!r} is not a valid topic name: {exc}") from None
             if not p["world_frame"]:
                 raise ConfigureError("world_frame is empty; name the frame plans are made in (e.g. 'world')")
             try:
@@ -279,7 +291,7 @@ class PolicyNode(LifecycleNode):
         horizon = min((n for n in (p["horizon"], p["steps_per_plan"]) if n > 0), default=None)
         try:
             planner = Planner.from_pretrained(path, device=p["device"], dtype=p["dtype"], frozen=p["optimize"],
-                                              refine=p["refine"], horizon=horizon)
+                                              refine=p["refine"], horizon=horizon, grouping=p["grouping"])
             # Resolved once (0 = the checkpoint's own): a step count the checkpoint's scheduler cannot run
             # (DDPM runs all its steps) fails here, not as a refusal of every cloud.
             self.steps = planner.policy.scheduler.inference_steps(p["sampling_steps"])
@@ -301,7 +313,8 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(
             f"policy ready: checkpoint {self.checkpoint}, encoder {policy.config.encoder}, {policy.config.scheduler} "
             f"with {self.steps} steps{own}, "
-            f"device {p['device']} {p['dtype']}, points QoS {p['points_qos']}, world frame '{p['world_frame']}'"
+            f"device {p['device']} {p['dtype']}, points on {self.points_topic} ({p['points_qos']}), "
+            f"objects by {p['grouping']} grouping, world frame '{p['world_frame']}'"
             + (f", timings to {p['timings_path']}" if p["timings_path"] else ""))
         return done
 
@@ -329,7 +342,8 @@ class PolicyNode(LifecycleNode):
         """The points subscription on an executor of its own: a helper node with nothing else on it (no
         parameter services), spun by one thread. On the node's MultiThreadedExecutor every cloud woke a
         wait-set rebuild over ~25 entities in Python: its loop took half a core at 30 Hz, under the GIL
-        the plan needs. Remaps given for all nodes (`-r points:=...`, launch remappings) apply to it."""
+        the plan needs. The topic is resolved by this node, so its own remaps (`-r policy:points:=...`)
+        reach the helper as well as those given for all nodes."""
         import rclpy
 
         # Its own name even where a launcher renamed every node of the process (a global `__node` remap).
@@ -337,7 +351,7 @@ class PolicyNode(LifecycleNode):
         self._points_node = rclpy.create_node(name, namespace=self.get_namespace(), context=self.context,
                                               cli_args=["--ros-args", "-r", f"__node:={name}"],
                                               start_parameter_services=False)
-        self._points_node.create_subscription(PointCloud2, "points", self._on_points, POINTS_QOS[p["points_qos"]],
+        self._points_node.create_subscription(PointCloud2, self.points_topic, self._on_points, POINTS_QOS[p["points_qos"]],
                                               event_callbacks=events)
         self._points_executor = SingleThreadedExecutor(context=self.context)
         self._points_executor.add_node(self._points_node)
