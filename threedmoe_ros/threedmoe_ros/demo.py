@@ -6,7 +6,9 @@ Starts the sim_eval profile (sim bridge, policy node, evaluator) as separate pro
 (on loopback, in the user's ROS_DOMAIN_ID when exported), runs Zone, Bowl and Stacking episodes on
 held-out (test-split) seeds, and ends by printing the success tables (also written as JSON, markdown
 and a PNG plot under --out/<split>): one row set for the `seen` split (training appearance ranges and
-phrasings) and one for `shifted+heldout` (looks outside the training ranges, words training never drew).
+phrasings), one for the same split as a camera gives it (`seen-no-labels`: clouds without instance
+labels, objects found by segmentation) and one for `shifted+heldout` (looks outside the training
+ranges, words training never drew).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from threedmoe_ros.eval.report import wilson_interval
 from threedmoe_ros.profiles import ProfileError
 
 TASKS = ["put-block-in-zone", "put-block-in-bowl", "stack-blocks"]
-# split name -> (appearance, phrasing): the seen row and the shifted + held-out row.
-SPLITS = {"seen": ("train", "train"), "shifted+heldout": ("shifted", "heldout")}
+# split name -> (appearance, phrasing, labels): the seen row, the seen row as a camera gives it (no instance
+# labels: the policy segments the cloud), and the shifted + held-out row.
+SPLITS = {"seen": ("train", "train", True), "seen-no-labels": ("train", "train", False),
+          "shifted+heldout": ("shifted", "heldout", True)}
 
 
 def pooled_line(success_json: Path, episodes: int) -> str:
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print("demo: --episodes must be >= 1", file=sys.stderr)
         return 2
     status = 0
-    for split, (appearance, phrasing) in SPLITS.items():
+    for split, (appearance, phrasing, labels) in SPLITS.items():
         out = Path(args.out) / split
         overrides = [
             f"policy.checkpoint={args.checkpoint}",
@@ -63,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             f"sim_bridge.episodes={args.episodes}",
             f"sim_bridge.appearance={appearance}",
             f"sim_bridge.phrasing={phrasing}",
+            f"sim_bridge.labels={'true' if labels else 'false'}",
             f"evaluator.output_dir={out}",
         ]  # the evaluator waits for tasks × episodes results: derived by profiles.resolve
-        print(f"demo: {split} split (appearance {appearance}, phrasing {phrasing})", flush=True)
+        print(f"demo: {split} split (appearance {appearance}, phrasing {phrasing}, "
+              f"{'labelled clouds' if labels else 'clouds without labels'})", flush=True)
         try:
             status = run("sim_eval", overrides, timeout_s=args.timeout)
         except (FileNotFoundError, ProfileError) as exc:

@@ -1,5 +1,6 @@
 """The closed loop over ROS: sim bridge, policy node and evaluator as separate processes (started by
-threedmoe-bringup, as the main command does) complete episodes and report a success table."""
+threedmoe-bringup, as the main command does) complete episodes and report a success table, with clouds
+as a camera sends them (no instance labels: the policy segments them) and in a camera's frame."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def test_bringup_sim_eval_completes_episodes_and_reports(ros_env, tmp_path):
            "--domain-id", ros_env["ROS_DOMAIN_ID"], "--timeout", "540",
            "-p", f"policy.checkpoint={DEFAULT_POLICY}", "-p", "policy.seed=0",
            "-p", f"sim_bridge.tasks=[{','.join(tasks)}]", "-p", "sim_bridge.episodes=1",
-           "-p", "sim_bridge.appearance=shifted", "-p", "sim_bridge.phrasing=heldout",
+           "-p", "sim_bridge.appearance=shifted", "-p", "sim_bridge.phrasing=heldout", "-p", "sim_bridge.labels=false",
            "-p", "evaluator.expected_episodes=3", "-p", f"evaluator.output_dir={out}"]
     run = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=600)
     log = run.stdout + run.stderr
@@ -31,6 +32,7 @@ def test_bringup_sim_eval_completes_episodes_and_reports(ros_env, tmp_path):
     for node in ("sim_bridge", "policy", "evaluator"):
         assert f"[{node}]" in log, f"no output forwarded from {node}"
         assert log.count(f"{node} ready: ") == 1, f"{node} did not say once that it is up"
+    assert "clouds without instance labels" in log and "objects by auto grouping" in log
 
     record = json.loads((out / "success.json").read_text())
     episodes = record["episodes"]

@@ -37,7 +37,7 @@ from threedmoe_msgs.msg import EpisodeResult, PickPlacePlan
 from threedmoe_ros.nodes import common, frames
 from threedmoe_ros.nodes import conversions as conv
 from threedmoe_ros.nodes.common import LATCHED, RESULTS, doc
-from threedmoe_ros.types import EpisodeOutcome
+from threedmoe_ros.types import Cloud, EpisodeOutcome
 
 MODES = ("policy", "action", "oracle")
 WORLD = "world"
@@ -76,6 +76,8 @@ class SimBridgeNode(Node):
         self.declare_parameter("cloud_frame", WORLD, doc(
             "frame the clouds are published in: world, or a camera frame (e.g. front_camera_optical_frame) mounted "
             "at the front camera's optical pose and announced on /tf_static; plans are executed in world either way"))
+        self.declare_parameter("labels", True, doc(
+            "publish the clouds' instance labels (a label field); false sends what a camera gives, x y z rgb only"))
         self.declare_parameter("start_delay_s", 1.0, doc("wait before the first episode, for subscribers to connect"))
         self.declare_parameter("wait_for_subscribers", ["points"], doc("topics that must have a subscriber before starting"))
         self.declare_parameter("exit_when_done", True, doc("shut down after the last episode"))
@@ -114,7 +116,8 @@ class SimBridgeNode(Node):
         self.get_logger().info(
             f"sim_bridge ready: mode {p['mode']}, episodes {len(self.episodes)} ({', '.join(p['tasks'])} × "
             f"{', '.join(p['colors'])} × {p['episodes']} from seed {p['seed_start']}), appearance {p['appearance']}, "
-            f"phrasing {p['phrasing']}, cameras {p['camera_width']}×{p['camera_height']}, cloud frame '{p['cloud_frame']}'")
+            f"phrasing {p['phrasing']}, cameras {p['camera_width']}×{p['camera_height']}, cloud frame '{p['cloud_frame']}', "
+            f"clouds {'with' if p['labels'] else 'without'} instance labels")
         self._thread = threading.Thread(target=self._run, name="episodes", daemon=True)
         self._thread.start()
 
@@ -196,6 +199,8 @@ class SimBridgeNode(Node):
             self.joints_pub.publish(conv.joint_state_msg(names, q, int(t)))
         self.clock_pub.publish(Clock(clock=conv.time_msg(env.sim_time_ns)))
         cloud = obs["cloud"]
+        if not self.params["labels"]:
+            cloud = Cloud(cloud.xyz, cloud.rgb, None, cloud.frame_id, cloud.stamp_ns)
         if self.params["cloud_frame"] != WORLD:  # as the camera's driver would send it
             cloud = frames.transform_cloud(cloud, self._world_to_cloud_frame, self.params["cloud_frame"])
         stamp = env.sim_time_ns
