@@ -23,6 +23,7 @@ CLIS = {
     "threedmoe-collect": "threedmoe_ros.train.collect:main",
     "threedmoe-render": "threedmoe_ros.sim.render:main",
     "threedmoe-train-pose-dit": "threedmoe_ros.train.pose_dit:main",
+    "threedmoe-train-object-encoder": "threedmoe_ros.train.object_encoder:main",
     "threedmoe-qa-data": "threedmoe_ros.data.qa:main",
     "threedmoe-train-stage1": "threedmoe_ros.train.stage1:main",
     "threedmoe-train-stage2": "threedmoe_ros.train.stage2:main",

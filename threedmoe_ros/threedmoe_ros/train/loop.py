@@ -345,7 +345,7 @@ def fit(cfg: LoopConfig, model: nn.Module, dataset: Dataset, collate: Callable[[
                     grad_norm = accelerator.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            n = len(batch[1] if isinstance(batch, (tuple, list)) else batch["instructions"])
+            n = len(batch[1] if isinstance(batch, (tuple, list)) else batch.get("instructions", next(iter(batch.values()))))
             samples += n
             log.add(n, float(loss.detach()), info)
         lr = scheduler.get_last_lr()[0]
