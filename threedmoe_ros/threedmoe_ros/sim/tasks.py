@@ -281,7 +281,7 @@ class PutBlockInBowl(Task):
         if by != "color":
             self.name, self.family, self.templates, self.train_templates, self.heldout_templates = self.VARIANTS[by]
         if by in ("size", "all"):
-            self.distractors = ("bowl", "zone")  # a block of any size would be named by "the small blocks"
+            self.distractors = ("bowl", "zone")  # "the small blocks", "all the blocks" would take in a distractor block
 
     def build(self, scene):
         if self.by == "relative":
