@@ -21,13 +21,13 @@ def test_labelled_objects_have_their_top_face_box_and_colour():
     label = np.concatenate([p[1] for p in parts])
     rgb = np.where(label[:, None] == 2, [200, 30, 30], [120, 120, 120])
     objs = objects_of(Cloud(xyz, rgb, label))
-    assert objs.ids == [1, 2, 3]
+    assert objs.ids == [1, 3, 2]  # reading order (x, then y), not label order
     np.testing.assert_allclose(objs.top[0, :2], [0.40, 0.10], atol=0.005)
-    assert abs(objs.top[1, 2] - 0.05) < 0.002 and objs.hi[2, 2] - objs.lo[2, 2] < 0.01  # the zone is flat
-    np.testing.assert_allclose(objects_of(Cloud(xyz, rgb, label), balance=False).rgb[1], np.array([200, 30, 30]) / 255,
+    assert abs(objs.top[2, 2] - 0.05) < 0.002 and objs.hi[1, 2] - objs.lo[1, 2] < 0.01  # the zone is flat
+    np.testing.assert_allclose(objects_of(Cloud(xyz, rgb, label), balance=False).rgb[2], np.array([200, 30, 30]) / 255,
                                atol=1e-6)
     # Balanced, colours are as where the table looks as it does in the training looks.
-    np.testing.assert_allclose(objs.rgb[1], np.array([200, 30, 30]) / 120 * TABLE_RGB, atol=1e-6)
+    np.testing.assert_allclose(objs.rgb[2], np.array([200, 30, 30]) / 120 * TABLE_RGB, atol=1e-6)
     with pytest.raises(ValueError, match="no instance labels"):
         group_objects(Cloud(xyz), method="labels")
 
@@ -80,3 +80,20 @@ def test_what_touches_segments_apart(task, seed, what):
     groups = group_objects(Cloud(cloud.xyz, cloud.rgb))
     objects, found = _recovered(cloud, groups)
     assert groups.method == "segment" and len(groups) == objects and found == objects, what
+
+
+def test_object_order_does_not_tell_which_objects_the_task_is_about():
+    """The simulator numbers a task's objects first; renumbering the labels leaves the objects, their
+    order and their features as they were, and a segmented cloud lists the objects in that same order."""
+    with TabletopEnv(EnvConfig(task="put-block-in-zone", appearance="train")) as env:
+        cloud = env.reset(2_000_001)[0]["cloud"]
+    renumbered = cloud.label.copy()
+    ids = np.unique(cloud.label[cloud.label > 0])
+    for old, new in zip(ids, np.random.default_rng(0).permutation(ids)):
+        renumbered[cloud.label == old] = new
+    a, b = objects_of(cloud), objects_of(Cloud(cloud.xyz, cloud.rgb, renumbered))
+    np.testing.assert_array_equal(a.top, b.top)
+    np.testing.assert_allclose(a.rgb, b.rgb)
+    segmented = objects_of(Cloud(cloud.xyz, cloud.rgb))
+    assert len(segmented) == len(a)
+    np.testing.assert_allclose(segmented.top, a.top, atol=0.01)

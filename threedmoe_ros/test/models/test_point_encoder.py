@@ -101,7 +101,7 @@ def test_attention_depends_on_object_distances():
 def test_labels_give_one_object_per_instance():
     cloud = tabletop(np.random.default_rng(0), with_labels=True)
     groups, ids, method = group_objects(cloud, PointEncoderConfig.tiny())
-    assert method == "labels" and ids == [1, 2, 3]
+    assert method == "labels" and ids == [1, 3, 2]  # in reading order (x, then y), not label order
     assert [len(g) for g in groups] == [800, 800, 800]
 
 

@@ -85,7 +85,7 @@ GROUPINGS = ("auto", "labels", "segment")  # how group_objects finds a cloud's o
 @dataclass
 class ObjectGroups:
     indices: list[np.ndarray]
-    """Point indices of each object, in a stable order (label order; segmentation: by x, then y)."""
+    """Point indices of each object, in reading order (by centroid x, then y), whichever the method."""
     ids: list[int]
     """Instance label of each object, or -1 when segmented."""
     method: str
@@ -102,11 +102,22 @@ def group_objects(cloud: Cloud, method: str = "auto", config: SegmentConfig | No
         raise ValueError(f"object grouping must be one of {', '.join(GROUPINGS)}, got {method!r}")
     if method in ("auto", "labels") and cloud.label is not None and (cloud.label > 0).any():
         ids = [int(i) for i in np.unique(cloud.label) if i > 0]
-        return ObjectGroups([np.flatnonzero(cloud.label == i) for i in ids], ids, "labels")
+        groups = [np.flatnonzero(cloud.label == i) for i in ids]
+        order = _reading_order(cloud.xyz, groups)
+        return ObjectGroups([groups[k] for k in order], [ids[k] for k in order], "labels")
     if method == "labels":
         raise ValueError("object grouping 'labels' but the cloud has no instance labels > 0")
     groups = segment(cloud, config or SegmentConfig())
+    groups = [groups[k] for k in _reading_order(cloud.xyz, groups)]
     return ObjectGroups(groups, [-1] * len(groups), "segment" if groups else "none")
+
+
+def _reading_order(xyz: np.ndarray, groups: list[np.ndarray]) -> list[int]:
+    """Indices of `groups` by centroid x, then y (rounded to the millimetre): one order for labelled and
+    segmented clouds alike. The simulator numbers the objects a task is about first, so label order told
+    a policy which objects mattered, and a model that reads objects in sequence (the LM) learned it:
+    the shipped default scored 0.03 on put-block-in-zone with segmented objects against 0.95 labelled."""
+    return sorted(range(len(groups)), key=lambda k: tuple(np.round(xyz[groups[k], :2].astype(np.float64).mean(0), 3)))
 
 
 def segment(cloud: Cloud, cfg: SegmentConfig) -> list[np.ndarray]:
@@ -155,9 +166,7 @@ def segment_dbscan(cloud: Cloud, cfg: SegmentConfig) -> list[np.ndarray]:
     for g in clusters(flat, cfg.min_flat_points):
         if np.ptp(xyz[g, :2], axis=0).max() >= cfg.min_flat_extent:
             objects.append(g)
-    groups = objects
-    # A stable order that does not depend on DBSCAN's visiting order: by centroid x, then y.
-    return sorted(groups, key=lambda g: tuple(np.round(xyz[g, :2].mean(0), 3)))
+    return objects
 
 
 # The table's median colour in training-look clouds (336 clouds of bench/bench_segmentation.py; spread
@@ -246,7 +255,7 @@ def segment_region(cloud: Cloud, cfg: SegmentConfig) -> list[np.ndarray]:
         pieces[-1] = np.concatenate([pieces[-1], down])  # the floor and rim go with the lowest piece
         objects.extend(pieces)
         objects.extend(piece for block in inner for piece in _split_tower(xyz, height, block, cfg))
-    return sorted(objects, key=lambda g: tuple(np.round(xyz[g, :2].mean(0), 3)))
+    return objects
 
 
 def _table_height(xyz: np.ndarray, cfg: SegmentConfig) -> np.ndarray | None:
