@@ -14,6 +14,7 @@ them. Costs a few milliseconds on one CPU core (bench/bench_pose_dit.py reports 
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from threedmoe_ros.data.objects import GROUPINGS, ObjectSummary, cielab, objects_of
+from threedmoe_ros.data.objects import GROUPINGS, ObjectGroups, ObjectSummary, cielab, group_objects, summarize
 from threedmoe_ros.models.condition import Condition, ConditionEncoder
 from threedmoe_ros.types import Cloud
 from threedmoe_ros.workspace import WORKSPACE_CENTER, WORKSPACE_HALF
@@ -48,6 +49,12 @@ class LightEncoderConfig:
     # Add the top face's colour in CIELAB to each object's features: the mean over all faces mixes lit
     # and shaded sides, which moves with the light, and rgb distances do not follow colour names.
     top_color: bool = False
+    # Colours white-balanced against the table before they become features (data/objects.py); False:
+    # as the camera saw them (what checkpoints before white balance were trained on).
+    white_balance: bool = True
+    # A pretrained object encoder (threedmoe-train-object-encoder's OUT/checkpoint): its frozen features
+    # take the place of the colour features (mean rgb, top-face CIELAB); "" keeps the explicit ones.
+    object_encoder: str = ""
     # Where positions are centred and scaled before the MLP (the workspace centre and half-size).
     center: tuple[float, float, float] = WORKSPACE_CENTER
     scale: tuple[float, float, float] = WORKSPACE_HALF
@@ -68,7 +75,17 @@ class LightEncoderConfig:
 
     @property
     def n_object_features(self) -> int:
+        if self.object_encoder:  # geometry (centroid, extent, log count, orientation) + the encoder's features
+            return N_OBJECT_FEATURES - 3 + _object_encoder(self.object_encoder).config.feature_dim
         return N_OBJECT_FEATURES + 3 * self.top_color
+
+
+@functools.lru_cache(maxsize=4)
+def _object_encoder(path: str):
+    """The frozen pretrained object encoder at `path`, loaded once per process."""
+    from threedmoe_ros.models.object_attributes import ObjectAttributeEncoder
+
+    return ObjectAttributeEncoder.from_pretrained(path)
 
 
 def tokenize(instruction: str, vocab_size: int, max_words: int) -> list[int]:
@@ -80,16 +97,21 @@ def tokenize(instruction: str, vocab_size: int, max_words: int) -> list[int]:
 def object_features(cloud: Cloud, cfg: LightEncoderConfig) -> tuple[np.ndarray, ObjectSummary]:
     """(N, 3) cloud → (M, F) object features and the objects they describe, M <= max_objects (M may be 0),
     F = cfg.n_object_features."""
-    objs = objects_of(cloud, cfg.grouping)
+    groups = group_objects(cloud, cfg.grouping)
+    objs = summarize(cloud, groups, cfg.white_balance)
     if len(objs) > cfg.max_objects:  # the largest by point count, in their original order
-        objs = objs.take(np.sort(np.argsort(-objs.count, kind="stable")[: cfg.max_objects]))
+        keep = np.sort(np.argsort(-objs.count, kind="stable")[: cfg.max_objects])
+        objs = objs.take(keep)
+        groups = ObjectGroups([groups.indices[k] for k in keep], [groups.ids[k] for k in keep], groups.method)
     if len(objs) == 0:
         return np.zeros((0, cfg.n_object_features), np.float32), objs
     center, scale = np.asarray(cfg.center), np.asarray(cfg.scale)
-    parts = [(objs.centroid - center) / scale, (objs.hi - objs.lo) / scale, objs.rgb * 2 - 1,
-             np.log(objs.count)[:, None] / 10, objs.orientation]
-    if cfg.top_color:
-        parts.append(cielab(objs.top_rgb))
+    geometry = [(objs.centroid - center) / scale, (objs.hi - objs.lo) / scale]
+    shape = [np.log(objs.count)[:, None] / 10, objs.orientation]
+    if cfg.object_encoder:
+        parts = [*geometry, *shape, _object_encoder(cfg.object_encoder).features(cloud, groups)]
+    else:
+        parts = [*geometry, objs.rgb * 2 - 1, *shape] + ([cielab(objs.top_rgb)] if cfg.top_color else [])
     feats = np.concatenate(parts, axis=1)
     return feats.astype(np.float32), objs
 

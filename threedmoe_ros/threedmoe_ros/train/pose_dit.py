@@ -97,6 +97,13 @@ class TrainConfig(LoopConfig):
     init_from: str | None = None
     # Light encoder: add each object's top-face colour in CIELAB to its features (models/light_encoder.py).
     top_color: bool = False
+    # The objects training sees (models/light_encoder.py, also the lm encoder's light side): how the cloud
+    # is grouped (auto: labels when present; segment: as a camera's cloud is, errors and all), whether
+    # colours are white-balanced, and a pretrained object encoder's features in place of the colour ones
+    # (empty: explicit). None keeps what the --init-from checkpoint (or the encoder's default) has.
+    grouping: str | None = None
+    white_balance: bool | None = None
+    object_encoder: str | None = None
     max_steps: int = 20_000
     warmup_steps: int = 500
     # Exponential moving average of the weights, what the checkpoint holds (0 = off). Diffusion
@@ -300,10 +307,13 @@ def build_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
         return policy
     if cfg.encoder == "lm":
         return build_lm_policy(cfg, policy_config)
-    if cfg.top_color:
-        policy_config = dataclasses.replace(policy_config, encoder_config={**policy_config.encoder_config,
-                                                                          "top_color": True})
-    return Policy(policy_config)
+    return Policy(dataclasses.replace(policy_config, encoder_config={**policy_config.encoder_config, **object_settings(cfg)}))
+
+
+def object_settings(cfg: TrainConfig) -> dict:
+    """The light encoder's object fields the run sets (top_color, grouping, white_balance, object_encoder)."""
+    settings = {"top_color": True} if cfg.top_color else {}
+    return settings | {k: getattr(cfg, k) for k in ("grouping", "white_balance", "object_encoder") if getattr(cfg, k) is not None}
 
 
 def build_lm_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
@@ -314,9 +324,14 @@ def build_lm_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
     if policy_config.encoder != "lm":
         light = dict(policy_config.encoder_config) if policy_config.encoder == "light" else {}
         read_objects, read_instruction = LM_READ[cfg.lm_read]
-        encoder_config = LMConditionConfig(light={**light, "top_color": True}, llm=cfg.lm_llm, layer=cfg.lm_layer, order=cfg.lm_order,
+        encoder_config = LMConditionConfig(light={**light, **object_settings(cfg), "top_color": True}, llm=cfg.lm_llm,
+                                           layer=cfg.lm_layer, order=cfg.lm_order,
                                            read_objects=read_objects, read_instruction=read_instruction)
         policy_config = dataclasses.replace(policy_config, encoder="lm", encoder_config=dataclasses.asdict(encoder_config))
+    elif object_settings(cfg):  # fine-tuning an lm policy: its light side takes the run's object settings
+        encoder_config = dict(policy_config.encoder_config)
+        encoder_config["light"] = {**encoder_config.get("light", {}), **object_settings(cfg)}
+        policy_config = dataclasses.replace(policy_config, encoder_config=encoder_config)
     return Policy(policy_config)
 
 
@@ -400,6 +415,19 @@ def collate_precomputed(samples: list[tuple], horizon: int) -> dict:
     return batch
 
 
+def precomputed_objects(cfg: TrainConfig, policy: Policy, dataset: Dataset, progress: bool) -> Items:
+    """The light encoder's ObjectInputs of every sample, kept in OUT/object_inputs.pt while the data and the
+    encoder's object settings stay the same."""
+    from threedmoe_ros.models.light_encoder import object_inputs
+
+    light = policy.encoder.config
+    stamp = {"data": cfg.data, "recovery_data": list(cfg.recovery_data), "synthetic": cfg.synthetic,
+             "samples": len(dataset), "cache_points": cfg.cache_points, "seed": cfg.seed, "light": dataclasses.asdict(light)}
+    fn = lambda clouds, texts: [object_inputs(c, light) for c in clouds]  # noqa: E731
+    return cached_items(cfg, Path(cfg.out) / "object_inputs.pt", stamp,
+                        lambda: precompute(dataset, fn, 64, "object inputs", progress))
+
+
 def precomputed_inputs(cfg: TrainConfig, policy: Policy, dataset: Dataset, progress: bool) -> Items:
     """The lm encoder's frozen part of every sample (objects and LM states), kept in cfg.encoder_inputs
     (default OUT/encoder_inputs.pt) while the data and the LM settings stay the same."""
@@ -453,6 +481,9 @@ def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resum
             residual = policy.encoder.fit_alignment(*pairs)
             print(f"object-token alignment: relative residual {residual:.3f}")
         dataset = precomputed_inputs(cfg, policy, dataset, progress)
+        collate = functools.partial(collate_precomputed, horizon=policy.config.head.horizon)
+    if cfg.encoder == "light":  # the objects of every sample, grouped once (segmentation and a frozen encoder are slow)
+        dataset = precomputed_objects(cfg, policy, dataset, progress)
         collate = functools.partial(collate_precomputed, horizon=policy.config.head.horizon)
     if policy.encoder.saves_itself and cfg.regime == "frozen":
         dataset = cached_conditions(cfg, policy, dataset, progress)
