@@ -59,9 +59,14 @@ def oracle_success(tasks: list[str], seeds: int, first: int, unseen: bool, noise
                    appearance: str = "plain") -> dict:
     table = {}
     for task in tasks:
+        outcomes, errors = [], []
         with TabletopEnv(EnvConfig(task=task, observe=False, unseen_colors=unseen, appearance=appearance)) as env:
-            outcomes = [run_oracle(env, s, noise_m) for s in tqdm(range(first, first + seeds), desc=task, leave=False)]
-        ok = [o.success for o in outcomes]
+            for s in tqdm(range(first, first + seeds), desc=task, leave=False):
+                try:
+                    outcomes.append(run_oracle(env, s, noise_m))
+                except RuntimeError as exc:  # the oracle found no plan: a failure of this seed, not of the run
+                    errors.append({"seed": s, "reason": "oracle_error", "detail": str(exc), "reward": env.reward})
+        ok = [o.success for o in outcomes] + [False] * len(errors)
         table[task] = {
             "family": TASKS[task].family,
             "episodes": len(ok),
@@ -69,7 +74,7 @@ def oracle_success(tasks: list[str], seeds: int, first: int, unseen: bool, noise
             "success_rate": float(np.mean(ok)),
             "mean_steps": float(np.mean([o.steps_taken for o in outcomes])),
             "failures": [{"seed": o.seed, "reason": o.reason, "detail": o.detail, "reward": o.reward}
-                         for o in outcomes if not o.success],
+                         for o in outcomes if not o.success] + errors,
         }
         print(f"{task:40s} {sum(ok):4d}/{len(ok)}  steps {table[task]['mean_steps']:.1f}", flush=True)
     return table

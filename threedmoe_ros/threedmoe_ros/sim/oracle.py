@@ -87,7 +87,8 @@ class _Planner:
             for a in range(2):
                 span = 2 * (region.half[a] - inset)
                 n = int(span // SLOT_PITCH) + 1
-                axes.append(np.linspace(c[a] - span / 2, c[a] + span / 2, n) if n > 1 else np.array([c[a]]))
+                # A region narrower than the pitch (a small zone): its centre, then its two edges.
+                axes.append(np.linspace(c[a] - span / 2, c[a] + span / 2, n) if n > 1 else c[a] + np.array([0, -1, 1]) * span / 2)
             grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
             candidates = grid[np.argsort(np.linalg.norm(grid - c, axis=1), kind="stable")]
         for xy in candidates:
