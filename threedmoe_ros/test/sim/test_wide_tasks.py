@@ -92,3 +92,15 @@ def test_crowded_scenes_reach_sixteen_objects(look):
     with TabletopEnv(EnvConfig(task="put-block-in-bowl", observe=False)) as env:  # the plain look stays as it was
         env.reset(0)
         assert not any(o.distractor for o in env.scene.objects)
+
+
+def test_a_zone_narrower_than_the_slot_pitch_still_takes_two_blocks():
+    """A 12.5 cm zone of the shifted look holds two medium blocks: the oracle tries its edges once the centre is taken."""
+    with TabletopEnv(EnvConfig(task="put-even-blocks-in-matching-zone", observe=False, appearance="shifted")) as env:
+        env.reset(55)
+        assert min(o.extent for o in env.scene.objects if o.kind == "zone") < 0.13
+        while True:
+            _, _, terminated, truncated, info = env.step(env.oracle_plan()[:1])
+            if terminated or truncated:
+                break
+        assert info["success"], info["detail"]

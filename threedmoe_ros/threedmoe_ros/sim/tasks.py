@@ -336,14 +336,15 @@ class PutBlockInBowl(Task):
         rc, bc, c = scene.pick_colors(3)
         side = str(scene.rng.choice(list(SIDES)))
         direction = np.array(SIDES[side])
-        # The bowl lies `beyond` the blocks' reach inside the sampling bounds along the side's axis: a gap,
-        # a block's half side and its half diagonal, and a margin.
-        gap, beyond = 0.015, 0.015 + 0.028 + 0.035 + 0.005
+        # A block's centre lies `gap` + `half_side` beyond the bowl's rim, so the bowl keeps that much and
+        # the block's half diagonal (and a margin) inside the sampling bounds along the side's axis.
+        gap, half_side = 0.015, 0.028
+        beyond = gap + half_side + 0.035 + 0.005
         centre = SAMPLE_BOUNDS.mean(axis=1)
         half = (SAMPLE_BOUNDS[:, 1] - SAMPLE_BOUNDS[:, 0]) / 2 - np.abs(direction) * beyond
         ref = scene.add_bowl(rc, within=Region(tuple(centre), tuple(half)))
         xy = scene.pose(ref).position[:2]
-        offset = scene.objects[ref].extent + gap + 0.028
+        offset = scene.objects[ref].extent + gap + half_side
         target = scene.add_block(c, xy=xy + direction * offset)
         scene.add_block(c, xy=xy - direction * offset)
         square = Region((float(xy[0]), float(xy[1])), (offset + 0.045, offset + 0.045), f"around the {rc} bowl")
