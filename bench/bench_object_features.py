@@ -31,7 +31,8 @@ from tqdm import tqdm
 from threedmoe_ros.data.objects import group_objects
 from threedmoe_ros.models.light_encoder import LightEncoderConfig, object_features
 from threedmoe_ros.models.object_attributes import ATTRIBUTES
-from threedmoe_ros.sim import TASKS, EnvConfig, TabletopEnv
+from threedmoe_ros.sim import EnvConfig, TabletopEnv
+from threedmoe_ros.sim.tasks import resolve_tasks
 from threedmoe_ros.sim.seeds import seed_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "explicit balanced": LightEncoderConfig(top_color=True),
         "pretrained encoder": LightEncoderConfig(object_encoder=args.object_encoder),
     }
-    tasks = sorted(TASKS)
+    tasks = resolve_tasks(["training-tasks"])
     train_x, train_y = features_and_labels(variants, "train", "train", args.train_scenes, tasks)
     tests = {look: features_and_labels(variants, "test", look, args.test_scenes, tasks) for look in ("train", "shifted")}
     result = {"machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},

@@ -2,7 +2,7 @@
 
     threedmoe-train-object-encoder --out runs/object_encoder --scenes 60 --max-steps 3000
 
-Scenes: every task in the training look (train-split seeds), each after a random number of the oracle's
+Scenes: every training task in the training look (train-split seeds), each after a random number of the oracle's
 steps so stacked and contained objects are seen; every labelled object becomes one sample: its points,
 white-balanced colours and extent, and its colour name, kind and size class. Only the training look
 is used; the shifted look is for measuring. The run ends with each attribute's accuracy on scenes of
@@ -43,11 +43,12 @@ def object_samples(encoder: ObjectAttributeEncoder, split: str, look: str, scene
     from tqdm import tqdm
 
     from threedmoe_ros.data.objects import group_objects
-    from threedmoe_ros.sim import TASKS, EnvConfig, TabletopEnv
+    from threedmoe_ros.sim import EnvConfig, TabletopEnv
+    from threedmoe_ros.sim.tasks import resolve_tasks
     from threedmoe_ros.sim.seeds import seed_for
 
     samples = []
-    tasks = sorted(TASKS)
+    tasks = resolve_tasks(["training-tasks"])  # held-out tasks stay unseen
     with tqdm(total=scenes * len(tasks), desc=f"object crops, {split} seeds, {look} look", unit="scene",
               disable=not progress) as bar:
         for t, task in enumerate(tasks):

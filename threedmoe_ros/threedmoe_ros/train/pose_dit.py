@@ -344,10 +344,11 @@ def alignment_pairs(light_config, scenes: int, progress: bool = True) -> tuple[n
 
     from threedmoe_ros.sim.seeds import seed_for
     from threedmoe_ros.models.light_encoder import object_inputs
-    from threedmoe_ros.sim import TASKS, EnvConfig, TabletopEnv
+    from threedmoe_ros.sim import EnvConfig, TabletopEnv
+    from threedmoe_ros.sim.tasks import resolve_tasks
 
     features, names = [], []
-    tasks = sorted(TASKS)
+    tasks = resolve_tasks(["training-tasks"])  # held-out tasks stay unseen, their phrasings too
     per_task = -(-scenes // len(tasks))
     with tqdm(total=per_task * len(tasks), desc="alignment scenes", unit="scene", disable=not progress) as bar:
         for t, task in enumerate(tasks):
