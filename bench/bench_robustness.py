@@ -10,7 +10,7 @@ Splits (sim/appearance.py, sim/phrasing.py; test-split seeds, the checkpoint's s
     …/no-labels      the split with the clouds' instance labels stripped: objects come from segmentation
 
 `--seeds-per-family 100` spreads 100 seeds over a family's tasks (zone 100, bowl 2 × 50, stacking
-3 × 34); `--long-horizon N` adds N seeds of each long-horizon task on the `seen` split.
+3 × 34); `--long-horizon N` adds N seeds of each long-horizon training task on the `seen` split.
 
     python bench/bench_robustness.py --policy previous=PATH --policy default= --splits seen shifted \\
         --seeds-per-family 100 --long-horizon 50 --workers 2
@@ -145,7 +145,7 @@ def relative(path: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from threedmoe_ros.checkpoints import policy_path
-    from threedmoe_ros.sim.tasks import tasks_in_family
+    from threedmoe_ros.sim.tasks import HELDOUT_TASKS, tasks_in_family
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", action="append", required=True, metavar="NAME=PATH",
@@ -163,20 +163,21 @@ def main(argv: list[str] | None = None) -> int:
         policies[name] = policy_path(path)
         if not (Path(policies[name]) / "config.json").is_file():
             parser.error(f"--policy {item}: {policies[name]} holds no config.json")
+    long_horizon = [t for t in tasks_in_family("long-horizon") if t not in HELDOUT_TASKS]  # the seen split's own
     jobs = []
     for name, path in policies.items():
         for split in args.splits:
             for family in PAPER_FAMILIES:
                 tasks = tasks_in_family(family)
                 jobs += [(name, path, split, t, math.ceil(args.seeds_per_family / len(tasks))) for t in tasks]
-        jobs += [(name, path, "seen", t, args.long_horizon) for t in tasks_in_family("long-horizon")] \
+        jobs += [(name, path, "seen", t, args.long_horizon) for t in long_horizon] \
             if args.long_horizon else []
     record = json.loads(args.out.read_text()) if args.out.is_file() else {}
     done = record.get("jobs", {})
     key = lambda j: f"{j[0]}|{j[2]}|{j[3]}|{j[4]}"  # noqa: E731
     todo = [j for j in jobs if key(j) not in done]
     # Long jobs first, so the two workers finish together.
-    todo.sort(key=lambda j: -j[4] * (3 if j[3] in tasks_in_family("long-horizon") else 1))
+    todo.sort(key=lambda j: -j[4] * (3 if j[3] in long_horizon else 1))
     print(f"{len(jobs)} jobs, {len(todo)} to run on {args.workers} workers", flush=True)
     from tqdm import tqdm
 

@@ -36,8 +36,11 @@ def _object_at(objects, poses, xy: np.ndarray, kinds: tuple[str, ...], exclude: 
     return best
 
 
-def _looks(obj) -> tuple:
-    return (obj.kind, obj.color, obj.size, obj.distractor)
+def _looks(objects, index: int, targets) -> tuple:
+    """What makes two objects interchangeable to the task: how they look, and whether the instruction is
+    about them (the block left of the red bowl and its twin on the right look alike but are not)."""
+    obj = objects[index]
+    return (obj.kind, obj.color, obj.size, obj.distractor, index in targets)
 
 
 def oracle_steps(env) -> np.ndarray | None:
@@ -57,7 +60,8 @@ def judge_step(env, step: np.ndarray, oracle: np.ndarray | None) -> str:
     objects, poses = env.scene.objects, env.scene.poses()
     want = _object_at(objects, poses, oracle[0, 0], ("block",))
     got = _object_at(objects, poses, step[0], ("block", "bowl"))
-    if got < 0 or want < 0 or _looks(objects[got]) != _looks(objects[want]):
+    targets = set(env.episode.targets)
+    if got < 0 or want < 0 or _looks(objects, got, targets) != _looks(objects, want, targets):
         return "wrong object"
     places = ("block", "bowl", "zone")
     want_under = _object_at(objects, poses, oracle[0, 1], places, exclude=want)
@@ -65,7 +69,7 @@ def judge_step(env, step: np.ndarray, oracle: np.ndarray | None) -> str:
     if want_under < 0 and got_under < 0:
         if np.linalg.norm(step[1, :2] - oracle[0, 1, :2]) > PLACE_TOLERANCE:
             return "wrong place"
-    elif want_under < 0 or got_under < 0 or _looks(objects[got_under]) != _looks(objects[want_under]):
+    elif want_under < 0 or got_under < 0 or _looks(objects, got_under, targets) != _looks(objects, want_under, targets):
         return "wrong place"
     return ""
 
