@@ -40,6 +40,7 @@ def check_round_trip(timeout_s: float = 10.0) -> str | None:
     from threedmoe_msgs.msg import PickPlace, PickPlacePlan
 
     rclpy.init()
+    executor = None
     try:
         talker, listener = rclpy.create_node("selfcheck_talker"), rclpy.create_node("selfcheck_listener")
         got: list[PickPlacePlan] = []
@@ -60,6 +61,10 @@ def check_round_trip(timeout_s: float = 10.0) -> str | None:
             return "the PickPlacePlan came back changed"
         return None
     finally:
+        # The executor goes before the context: left to the garbage collector after shutdown, its
+        # destructor raised "cannot use Destroyable" on the way out.
+        if executor is not None:
+            executor.shutdown()
         rclpy.shutdown()
 
 
