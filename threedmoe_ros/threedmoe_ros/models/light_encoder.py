@@ -1,8 +1,10 @@
 """A light ConditionEncoder for developing the Pose-DiT head before the 3D-MoE LLM is ready.
 
 Scene → one token per object, as data/objects.py groups the cloud (instance labels when present,
-table-plane + DBSCAN segmentation otherwise). A token's features are centroid, extent, mean
-colour, log point count and 4-fold orientation, through an MLP; each object token also carries its
+its segmentation otherwise; reading order either way). A token's features are centroid, extent, mean
+colour (white-balanced against the table), log point count and 4-fold orientation, or with
+`object_encoder` a frozen pretrained encoder's features in place of the colour, through an MLP; each
+object token also carries its
 top-face centre and box (Condition.anchors / boxes), where the pointer head puts picks and places.
 Instruction → one token per word: lower-cased words hashed (crc32, stable across processes) into
 `vocab_size` buckets and embedded, plus a position embedding. Hashing needs no vocabulary file and
