@@ -43,7 +43,7 @@ def pooled_line(success_json: Path, episodes: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="threedmoe-demo", description=__doc__.split("\n\n")[0])
-    # 8 per task: 24 per split, a pooled 95% interval about ±0.15 wide, in about a minute and a half
+    # 8 per task: 24 per split, a pooled 95% interval about ±0.15 wide, in about a minute and a half per split
     # here (2 per task left one row's interval 0.8 wide and moved the seen split's figure by 0.3).
     parser.add_argument("--episodes", type=int, default=8, help="episodes per task and split (default 8)")
     parser.add_argument("--checkpoint", default="default", help="policy checkpoint directory, or a shipped policy by name (default, light)")
