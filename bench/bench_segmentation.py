@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = SegmentConfig(method=name)
         rows, ms = [], []
         for look, task, seed, stage, cams, cloud in tqdm(clouds, desc=name):
-            bare = Cloud(cloud.xyz, cloud.rgb)
+            bare = cloud.unlabelled()
             t0 = time.perf_counter()
             segments = segment(bare, cfg)
             ms.append(1e3 * (time.perf_counter() - t0))

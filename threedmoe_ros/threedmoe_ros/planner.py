@@ -168,7 +168,7 @@ class Planner:
         """`cloud` as the grouping setting wants it: without its labels for "segment"; refused without
         them for "labels"."""
         if self.grouping == "segment" and cloud.label is not None:
-            return Cloud(cloud.xyz, cloud.rgb, None, cloud.frame_id, cloud.stamp_ns)
+            return cloud.unlabelled()
         if self.grouping == "labels" and (cloud.label is None or not (cloud.label > 0).any()):
             raise InputError("grouping is 'labels' but the cloud has no instance labels > 0 (no 'label' field, or "
                              "only the table's 0): send a labelled cloud or set grouping to auto or segment")

@@ -70,6 +70,10 @@ class Cloud:
     def __len__(self) -> int:
         return len(self.xyz)
 
+    def unlabelled(self) -> "Cloud":
+        """The same cloud without instance labels: what a bare RGB-D camera gives."""
+        return Cloud(self.xyz, self.rgb, None, self.frame_id, self.stamp_ns)
+
     def subset(self, index: np.ndarray) -> "Cloud":
         return Cloud(
             self.xyz[index],

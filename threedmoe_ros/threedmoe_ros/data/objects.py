@@ -223,8 +223,7 @@ def segment_region(cloud: Cloud, cfg: SegmentConfig) -> list[np.ndarray]:
     chroma = chromaticity(balanced)
     raised = height > cfg.plane_distance
     # Flat points face the light as the table does, so lightness tells them apart from it too (a grey zone).
-    flat = np.abs(height) <= cfg.plane_distance
-    flat &= np.linalg.norm(balanced - 0.5, axis=1) > cfg.flat_color_distance / 255
+    flat = on_plane & (np.linalg.norm(balanced - 0.5, axis=1) > cfg.flat_color_distance / 255)
     index = np.flatnonzero(raised | flat)
     if len(index) == 0:
         return []
@@ -317,6 +316,7 @@ def _join_bowl_arcs(xyz: np.ndarray, regions: list[np.ndarray], raised: np.ndarr
     """Regions that are arcs of one bowl's wall ring, joined. With one camera, or where depth drops out,
     a bowl's near and far walls may share no close neighbours; each is an arc of the same circle."""
     regions = sorted(regions, key=len, reverse=True)
+    hues = [np.median(chroma[r], axis=0) for r in regions]
     out: list[np.ndarray] = []
     used = [False] * len(regions)
     for i, region in enumerate(regions):
@@ -327,10 +327,9 @@ def _join_bowl_arcs(xyz: np.ndarray, regions: list[np.ndarray], raised: np.ndarr
         if len(up) >= cfg.min_points:
             centre, radius, rms = _fit_circle(xyz[up, :2])
             if cfg.bowl_radius[0] <= radius <= cfg.bowl_radius[1] and rms <= cfg.bowl_fit:
-                hue = np.median(chroma[region], axis=0)
                 for j in range(i + 1, len(regions)):
                     other = regions[j]
-                    if used[j] or np.abs(np.median(chroma[other], axis=0) - hue).sum() > cfg.color_edge:
+                    if used[j] or np.abs(hues[j] - hues[i]).sum() > cfg.color_edge:
                         continue
                     off = np.abs(np.linalg.norm(xyz[other, :2] - centre, axis=1) - radius)
                     if np.mean(off <= cfg.bowl_wall_band) >= 0.8:
@@ -383,6 +382,18 @@ class ObjectSummary:
                              None if self.top_rgb is None else self.top_rgb[index])
 
 
+def object_colors(cloud: Cloud, groups: ObjectGroups) -> np.ndarray:
+    """(N, 3) colours of `cloud` in [0, 1] as under the training looks' light: white-balanced against the
+    table, which is what no group holds, for the most part (0.5 grey where the cloud has no colour)."""
+    if cloud.rgb is None:
+        return np.full((len(cloud), 3), 0.5)
+    rgb = cloud.rgb.astype(np.float64) / 255.0
+    table = np.ones(len(cloud), bool)
+    if len(groups):
+        table[np.concatenate(groups.indices)] = False
+    return white_balance(rgb, np.median(rgb[table], axis=0), TABLE_RGB) if table.any() else rgb
+
+
 def summarize(cloud: Cloud, groups: ObjectGroups, balance: bool = True) -> ObjectSummary:
     """Geometry and colour of each group (see ObjectSummary); M = len(groups), possibly 0. Colours are
     white-balanced against the table (`balance`): a nearest-centroid colour namer fitted on training-look
@@ -392,13 +403,9 @@ def summarize(cloud: Cloud, groups: ObjectGroups, balance: bool = True) -> Objec
         z3 = np.zeros((0, 3))
         return ObjectSummary(z3, z3, z3, z3, z3, np.zeros(0), np.zeros((0, 2)), [], z3)
     xyz = cloud.xyz.astype(np.float64)
-    rgb = cloud.rgb.astype(np.float64) / 255.0 if cloud.rgb is not None else np.full_like(xyz, 0.5)
+    rgb = object_colors(cloud, groups) if balance else \
+        (cloud.rgb.astype(np.float64) / 255.0 if cloud.rgb is not None else np.full_like(xyz, 0.5))
     index = np.concatenate(groups.indices)
-    if cloud.rgb is not None and balance:  # colours as under the training looks' light (white_balance)
-        table = np.ones(len(xyz), bool)
-        table[index] = False  # what no object holds is, for the most part, table
-        if table.any():
-            rgb = white_balance(rgb, np.median(rgb[table], axis=0), TABLE_RGB)
     owner = np.repeat(np.arange(M), [len(g) for g in groups.indices])  # object of each gathered point
     pts, col = xyz[index], rgb[index]
     count = np.bincount(owner, minlength=M).astype(np.float64)

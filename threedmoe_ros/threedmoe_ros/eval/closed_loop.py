@@ -27,7 +27,7 @@ import numpy as np
 from threedmoe_ros.sim.seeds import seed_for
 from threedmoe_ros.eval.failures import breakdown, failure_kind, judge_step, oracle_steps
 from threedmoe_ros.eval.report import markdown, write_report
-from threedmoe_ros.types import Cloud, EpisodeOutcome
+from threedmoe_ros.types import EpisodeOutcome
 from threedmoe_ros.validation import InputError
 
 
@@ -40,7 +40,7 @@ def run_episode(env, planner, seed: int, k: int, sampling_steps: int, plan_seed:
     obs, _ = env.reset(seed)
     times, verdicts = [], []
     while True:
-        cloud = obs["cloud"] if labels else Cloud(obs["cloud"].xyz, obs["cloud"].rgb, None, stamp_ns=obs["cloud"].stamp_ns)
+        cloud = obs["cloud"] if labels else obs["cloud"].unlabelled()
         try:
             result = planner.plan(cloud, obs["instruction"], steps=sampling_steps, seed=plan_seed + len(times))
         except InputError:  # the planner refuses this observation (e.g. it shows no object): it plans nothing

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from threedmoe_ros.data.objects import TABLE_RGB, ObjectGroups, white_balance
+from threedmoe_ros.data.objects import ObjectGroups, object_colors
 from threedmoe_ros.models.checkpoint import CheckpointError, atomic, load_module, read_json, save_tensors, write_json
 from threedmoe_ros.models.point_encoder import PointEncoderConfig, PointNet2Encoder
 from threedmoe_ros.types import Cloud
@@ -72,12 +72,7 @@ class ObjectAttributeEncoder(nn.Module):
         """Each object's points (M, P, 3), white-balanced colours (M, P, 3) and extent (M, 3), in metres."""
         rng = np.random.default_rng(self.config.seed)
         P = self.config.points
-        rgb = cloud.rgb.astype(np.float64) / 255 if cloud.rgb is not None else np.full((len(cloud), 3), 0.5)
-        table = np.ones(len(cloud), bool)
-        if len(groups):
-            table[np.concatenate(groups.indices)] = False
-        if cloud.rgb is not None and table.any():
-            rgb = white_balance(rgb, np.median(rgb[table], axis=0), TABLE_RGB)
+        rgb = object_colors(cloud, groups)
         xyz, col, extent = [], [], []
         for g in groups.indices:
             pick = rng.choice(g, P, replace=len(g) < P)

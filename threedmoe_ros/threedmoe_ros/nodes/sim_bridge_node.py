@@ -37,7 +37,7 @@ from threedmoe_msgs.msg import EpisodeResult, PickPlacePlan
 from threedmoe_ros.nodes import common, frames
 from threedmoe_ros.nodes import conversions as conv
 from threedmoe_ros.nodes.common import LATCHED, RESULTS, doc
-from threedmoe_ros.types import Cloud, EpisodeOutcome
+from threedmoe_ros.types import EpisodeOutcome
 
 MODES = ("policy", "action", "oracle")
 WORLD = "world"
@@ -200,7 +200,7 @@ class SimBridgeNode(Node):
         self.clock_pub.publish(Clock(clock=conv.time_msg(env.sim_time_ns)))
         cloud = obs["cloud"]
         if not self.params["labels"]:
-            cloud = Cloud(cloud.xyz, cloud.rgb, None, cloud.frame_id, cloud.stamp_ns)
+            cloud = cloud.unlabelled()
         if self.params["cloud_frame"] != WORLD:  # as the camera's driver would send it
             cloud = frames.transform_cloud(cloud, self._world_to_cloud_frame, self.params["cloud_frame"])
         stamp = env.sim_time_ns

@@ -321,16 +321,17 @@ def build_lm_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
     side keeps that encoder's fields; a resumed lm run keeps its own config."""
     from threedmoe_ros.models.lm_condition import LMConditionConfig
 
+    settings = object_settings(cfg)
     if policy_config.encoder != "lm":
         light = dict(policy_config.encoder_config) if policy_config.encoder == "light" else {}
         read_objects, read_instruction = LM_READ[cfg.lm_read]
-        encoder_config = LMConditionConfig(light={**light, **object_settings(cfg), "top_color": True}, llm=cfg.lm_llm,
+        encoder_config = LMConditionConfig(light={**light, **settings, "top_color": True}, llm=cfg.lm_llm,
                                            layer=cfg.lm_layer, order=cfg.lm_order,
                                            read_objects=read_objects, read_instruction=read_instruction)
         policy_config = dataclasses.replace(policy_config, encoder="lm", encoder_config=dataclasses.asdict(encoder_config))
-    elif object_settings(cfg):  # fine-tuning an lm policy: its light side takes the run's object settings
+    elif settings:  # fine-tuning an lm policy: its light side takes the run's object settings
         encoder_config = dict(policy_config.encoder_config)
-        encoder_config["light"] = {**encoder_config.get("light", {}), **object_settings(cfg)}
+        encoder_config["light"] = {**encoder_config.get("light", {}), **settings}
         policy_config = dataclasses.replace(policy_config, encoder_config=encoder_config)
     return Policy(policy_config)
 
