@@ -189,7 +189,12 @@ class Policy(nn.Module):
         x = self.codec.encode(plan)  # (B, T, 2, d)
         # Padded steps are zeros in the normalised space (see models/pose_dit.py for why).
         x = torch.where(valid[..., None, None], x, torch.zeros_like(x))
-        return self.scheduler.loss(self.head, x, cond, None, valid)
+        loss, info = self.scheduler.loss(self.head, x, cond, None, valid)
+        aux = self.encoder.aux_loss() if hasattr(self.encoder, "aux_loss") else None
+        if aux is not None:  # the experts' Switch balance loss (a 3D-MoE with a trained top)
+            info["aux_loss"] = aux.item()
+            loss = loss + aux
+        return loss, info
 
     def condition(self, clouds: list[Cloud], instructions: list[str]) -> Condition:
         """The encoder's condition with its anchors mapped into the codec's normalised space."""

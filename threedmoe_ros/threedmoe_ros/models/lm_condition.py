@@ -29,6 +29,7 @@ the LM once per sample (train/pose_dit.py keeps them), not once per step.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -59,6 +60,13 @@ class LMConditionConfig:
     read_instruction: bool = True  # append the LM's instruction-token states as tokens
     system_prompt: str = SYSTEM
     prefix_cache: int = 32  # instructions whose keys and values are kept (instruction_first)
+    # The trained top (the paper's Stage II at this machine's budget): the last `tune_layers` of the `layer`
+    # layers are upcycled to experts (`moe`, a MOE_PRESETS name; None keeps them dense) and given LoRA (`lora`,
+    # a LORA_PRESETS name, or "none"); LoRA, routers and the final norm train. The layers below stay frozen,
+    # so their states are computed once per sample (`precompute`). 0: the frozen LM.
+    tune_layers: int = 0
+    moe: str | None = None
+    lora: str = "none"
 
     def __post_init__(self) -> None:
         if isinstance(self.light, LightEncoderConfig):
@@ -74,6 +82,27 @@ class LMConditionConfig:
             raise ValueError(f"LMConditionConfig.order must be one of {ORDERS}, got {self.order!r}")
         if not isinstance(self.prefix_cache, int) or self.prefix_cache < 0:
             raise ValueError(f"LMConditionConfig.prefix_cache must be an int >= 0, got {self.prefix_cache!r}")
+        from threedmoe_ros.models.llm import LORA_PRESETS
+        from threedmoe_ros.models.moe import MOE_PRESETS
+
+        if isinstance(self.tune_layers, bool) or not isinstance(self.tune_layers, int) \
+                or not 0 <= self.tune_layers <= self.layer:
+            raise ValueError(f"LMConditionConfig.tune_layers must be an int in [0, layer={self.layer}], "
+                             f"got {self.tune_layers!r}")
+        if self.moe is not None and self.moe not in MOE_PRESETS:
+            raise ValueError(f"LMConditionConfig.moe must be one of {sorted(MOE_PRESETS)} or None, got {self.moe!r}")
+        if self.lora != "none" and self.lora not in LORA_PRESETS:
+            raise ValueError(f"LMConditionConfig.lora must be one of {sorted(LORA_PRESETS)} or 'none', got {self.lora!r}")
+        if self.tune_layers and self.lora == "none":
+            raise ValueError("LMConditionConfig.tune_layers > 0 needs lora: the experts share frozen weights and "
+                             "differ only by their LoRA")
+        if not self.tune_layers and (self.moe is not None or self.lora != "none"):
+            raise ValueError("LMConditionConfig.moe and lora apply to the tuned top layers: set tune_layers > 0")
+
+    @property
+    def cut(self) -> int:
+        """Decoder layers below the trained top: frozen, and cached per sample."""
+        return self.layer - self.tune_layers
 
     def light_config(self) -> LightEncoderConfig:
         try:
@@ -88,6 +117,18 @@ class LMStates(NamedTuple):
     objects: ObjectInputs
     object_states: torch.Tensor  # (M, D_lm)
     instruction_states: torch.Tensor  # (W, D_lm)
+
+
+class LowerStates(NamedTuple):
+    """One sample's frozen part under a trained top: its objects and the states below the top of its whole
+    prompt (a question's answer included), with where its objects and instruction sit in it."""
+
+    objects: ObjectInputs
+    hidden: torch.Tensor  # (T, D_lm) after the `cut` frozen layers
+    objects_at: int
+    instruction_at: int
+    instruction_len: int
+    answer: torch.Tensor  # (A,) the answer's token ids and end of turn (questions); empty for a plan
 
 
 class LMConditionEncoder(ConditionEncoder):
@@ -107,10 +148,18 @@ class LMConditionEncoder(ConditionEncoder):
             raise ValueError(f"LMConditionConfig.layer={cfg.layer} but the {cfg.llm!r} LM has {len(decoder.layers)} layers")
         decoder.layers = decoder.layers[: cfg.layer]  # the layers above are never run
         decoder.config.num_hidden_layers = cfg.layer
+        # Answers come from the read layer's states through the LM's own final norm and output embedding.
+        self.__dict__["lm_head"] = llm.get_output_embeddings()
+        self.__dict__["final_norm"] = decoder.norm
         decoder.norm = nn.Identity()  # the residual stream itself; the projections normalise it
         decoder.requires_grad_(False).eval()
-        # Not a submodule: the LM is rebuilt from its preset, never saved with the policy.
+        # Not submodules: the LM is rebuilt from its preset, never saved with the policy. Only what trains of
+        # it (LoRA, routers, a copy of the final norm) is registered, in `tuned`.
         self.__dict__["lm"] = decoder
+        self.__dict__["top"] = None
+        self.tuned = nn.ModuleDict()
+        if cfg.tune_layers:
+            self._build_top(decoder)
         self.tokenizer = tokenizer
         D, F = llm.config.hidden_size, self.light.config.n_object_features
         # Object features (+ 1 for the bias) → LM input embedding; fitted by fit_alignment, not trained.
@@ -123,9 +172,43 @@ class LMConditionEncoder(ConditionEncoder):
             nn.init.zeros_(proj.bias)
         self._prefixes: OrderedDict[str, tuple] = OrderedDict()
 
+    def _build_top(self, decoder: nn.Module) -> None:
+        """Upcycle the top `tune_layers` to experts and give them LoRA (peft), then split the decoder in two
+        views sharing every module: `lm` runs the frozen layers below the cut, `top` the trained ones."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        from threedmoe_ros.models.llm import LORA_PRESETS
+        from threedmoe_ros.models.moe import MOE_PRESETS, upcycle_to_moe
+
+        cfg = self.config
+        layers = list(range(cfg.cut, cfg.layer))
+        lora = LORA_PRESETS[cfg.lora]
+        with torch.random.fork_rng(devices=[]):  # the same config always starts from the same routers and LoRA
+            torch.manual_seed(0)
+            if cfg.moe is not None:
+                moe = MOE_PRESETS[cfg.moe]
+                upcycle_to_moe(decoder, moe.num_experts, moe.top_k, layers, True, moe.aux_loss_coef, moe.router_init_std)
+            # Attention and every FFN (or expert) projection of the top layers only.
+            target = (rf"layers\.({'|'.join(map(str, layers))})\.(self_attn|mlp)(\.experts\.\d+)?"
+                      rf"\.({'|'.join(lora.target_modules)})")
+            inject_adapter_in_model(LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0, bias="none",
+                                               target_modules=target), decoder)
+        decoder.requires_grad_(False)
+        for name, module in decoder.named_modules():
+            if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B", "router"):
+                self.tuned[name.replace(".", "-")] = module.requires_grad_(True)
+        self.tuned["norm"] = copy.deepcopy(self.final_norm).requires_grad_(True)
+        top = copy.copy(decoder)  # the same modules; only its own lists of them differ
+        top._modules = OrderedDict(decoder._modules)
+        top.layers = nn.ModuleList(decoder.layers[cfg.cut:])
+        decoder.layers = nn.ModuleList(decoder.layers[: cfg.cut])
+        self.__dict__["top"] = top
+
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
-        self.lm._apply(fn)  # .to(device) moves the LM too, though it is not a submodule
+        for part in (self.lm, self.top, self.lm_head, self.final_norm):  # .to(device) moves the LM too
+            if part is not None:
+                part._apply(fn)
         return self
 
     # ----- prompt -------------------------------------------------------------------------------
@@ -135,65 +218,118 @@ class LMConditionEncoder(ConditionEncoder):
     def prompt_parts(self, instruction: str) -> tuple[list[int], list[int], list[int]]:
         """Token ids (before, instruction, after): the objects go after all three (instruction_first)
         or between `before` and the instruction (objects_first)."""
-        rendered = self.tokenizer.apply_chat_template(
-            [{"role": "system", "content": self.config.system_prompt}, {"role": "user", "content": "\x00"}],
-            tokenize=False, add_generation_prompt=False)
-        before = rendered.split("\x00")[0]
+        before = self._template(False).split("\x00")[0]
         return self._ids(before), self._ids(instruction.strip()), self._ids("\n")
+
+    def _template(self, generation: bool) -> str:
+        return self.tokenizer.apply_chat_template(
+            [{"role": "system", "content": self.config.system_prompt}, {"role": "user", "content": "\x00"}],
+            tokenize=False, add_generation_prompt=generation)
+
+    def assistant_ids(self) -> list[int]:
+        """What closes the user turn and opens the answer, after the objects (a question's prompt only)."""
+        return self._ids(self._template(True).split("\x00")[1])
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """An answer's tokens and the end of turn: the targets of the LM loss."""
+        return self._ids(answer.strip()) + [self.tokenizer.eos_token_id]
 
     def object_embeddings(self, features: np.ndarray) -> torch.Tensor:
         """(M, F) explicit features → (M, D_lm) LM input embeddings through the alignment map."""
         x = torch.as_tensor(features, dtype=torch.float32, device=self.align.device)
         return torch.cat([x, torch.ones_like(x[:, :1])], 1) @ self.align
 
-    # ----- the frozen part ----------------------------------------------------------------------
-    @torch.no_grad()
-    def precompute(self, clouds: list[Cloud | ObjectInputs], instructions: list[str]) -> list[LMStates]:
-        """Objects and LM states of each sample: everything of the condition that does not train. A scene
-        may come as its ObjectInputs already (a compact training file: train/pose_dit.py --export-inputs)."""
-        scenes = [c if isinstance(c, ObjectInputs) else object_inputs(c, self.light.config) for c in clouds]
-        if len(clouds) == 1 and self.config.order == "instruction_first" and self.config.prefix_cache:
-            return [self._states_with_prefix(scenes[0], instructions[0])]
-        return self._states_batched(scenes, instructions)
-
-    def _run(self, embeds: torch.Tensor, mask: torch.Tensor | None = None, past=None, start: int = 0):
-        if mask is None:
-            position_ids = torch.arange(start, start + embeds.shape[1], device=embeds.device)[None]
+    def _sequence(self, scene: ObjectInputs, text: str, tail: list[int] = ()) -> tuple[torch.Tensor, int, int, int]:
+        """One prompt's input embeddings (T, D), its first object token, its first instruction token and the
+        instruction's length. `tail`: token ids after the objects (a question's assistant turn and answer)."""
+        embed = self.lm.get_input_embeddings()
+        e = lambda ids: embed(torch.tensor(ids, dtype=torch.long, device=self.align.device)).float()  # noqa: E731
+        before, words, after = self.prompt_parts(text)
+        objects = self.object_embeddings(scene.features)
+        if self.config.order == "instruction_first":
+            parts = [e(before), e(words), e(after), objects]
+            w0, o0 = len(before), len(before) + len(words) + len(after)
         else:
-            position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+            parts = [e(before), objects, e(after), e(words)]
+            o0, w0 = len(before), len(before) + len(objects) + len(after)
+        return torch.cat(parts + [e(list(tail))]), o0, w0, len(words)
+
+    # ----- the LM -------------------------------------------------------------------------------
+    def _run(self, model: nn.Module, embeds: torch.Tensor, key_mask: torch.Tensor | None = None, past=None,
+             start: int = 0) -> torch.Tensor:
+        """States after `model` (the frozen view or the trained top) of `embeds` (B, n, D), which follow `start`
+        tokens already in `past`. key_mask (B, start + n): 1 on real tokens (left padding is 0). The 4-D mask is
+        built here, so the two views may share one cache (the library sizes its own from the first layer's)."""
+        B, n = embeds.shape[:2]
+        device = embeds.device
+        if key_mask is None:
+            key_mask = torch.ones(B, start + n, dtype=torch.long, device=device)
         dtype = next(self.lm.parameters()).dtype
-        out = self.lm(inputs_embeds=embeds.to(dtype), attention_mask=mask, position_ids=position_ids,
-                      past_key_values=past, use_cache=past is not None)
+        q = torch.arange(start, start + n, device=device)
+        allowed = (torch.arange(start + n, device=device)[None] <= q[:, None])[None] & key_mask.bool()[:, None]
+        mask = torch.zeros(B, 1, n, start + n, dtype=dtype, device=device).masked_fill(~allowed[:, None],
+                                                                                       torch.finfo(dtype).min)
+        from threedmoe_ros.models.moe import set_token_mask
+
+        set_token_mask(model, key_mask[:, start:].bool())  # padding stays out of the balance loss
+        try:
+            out = model(inputs_embeds=embeds.to(dtype), attention_mask=mask, past_key_values=past,
+                        position_ids=(key_mask.cumsum(-1) - 1).clamp_min(0)[:, start:], cache_position=q,
+                        use_cache=past is not None)
+        finally:
+            set_token_mask(model, None)
         return out.last_hidden_state.float()
 
-    def _states_batched(self, scenes: list[ObjectInputs], instructions: list[str]) -> list[LMStates]:
-        """One left-padded forward over whole prompts (training's precompute, and objects_first)."""
-        embed = self.lm.get_input_embeddings()
-        device = self.align.device
-        rows, spans = [], []
-        for scene, text in zip(scenes, instructions):
-            before, words, after = self.prompt_parts(text)
-            e = lambda ids: embed(torch.tensor(ids, dtype=torch.long, device=device)).float()  # noqa: E731
-            objects = self.object_embeddings(scene.features)
-            if self.config.order == "instruction_first":
-                parts = [e(before), e(words), e(after), objects]
-                w0, o0 = len(before), len(before) + len(words) + len(after)
-            else:
-                parts = [e(before), objects, e(after), e(words)]
-                o0, w0 = len(before), len(before) + len(objects) + len(after)
-            rows.append(torch.cat(parts))
-            spans.append((o0, len(objects), w0, len(words)))
+    def _through(self, embeds: torch.Tensor, key_mask=None, past=None, start: int = 0) -> torch.Tensor:
+        """States after all `layer` layers: the frozen ones, then the trained top."""
+        hidden = self._run(self.lm, embeds, key_mask, past, start)
+        return hidden if self.top is None else self._run(self.top, hidden, key_mask, past, start)
+
+    @staticmethod
+    def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded (B, L, D) and its key mask (B, L)."""
         L = max(len(r) for r in rows)
-        embeds = rows[0].new_zeros(len(rows), L, rows[0].shape[-1])
-        mask = torch.zeros(len(rows), L, dtype=torch.long, device=device)
+        out = rows[0].new_zeros(len(rows), L, rows[0].shape[-1])
+        mask = torch.zeros(len(rows), L, dtype=torch.long, device=rows[0].device)
         for i, r in enumerate(rows):
-            embeds[i, L - len(r):] = r
+            out[i, L - len(r):] = r
             mask[i, L - len(r):] = 1
-        hidden = self._run(embeds, mask)
+        return out, mask
+
+    # ----- the frozen part ----------------------------------------------------------------------
+    @torch.no_grad()
+    def precompute(self, clouds: list[Cloud | ObjectInputs], instructions: list[str],
+                   answers: list[str] | None = None) -> list[LMStates | LowerStates]:
+        """Everything of each sample that does not train: its objects and the frozen layers' states. A scene may
+        come as its ObjectInputs already (a compact training file: train/pose_dit.py --export-inputs).
+
+        Frozen LM: the states of the object and instruction tokens (LMStates). With a trained top: the states
+        below it of the whole prompt (LowerStates), and with `answers` (questions) the answer follows the prompt."""
+        scenes = [c if isinstance(c, ObjectInputs) else object_inputs(c, self.light.config) for c in clouds]
+        if answers is None and len(clouds) == 1 and self.config.order == "instruction_first" and self.config.prefix_cache:
+            return [self._states_with_prefix(scenes[0], instructions[0])]
+        return self._states_batched(scenes, instructions, answers)
+
+    def _states_batched(self, scenes: list[ObjectInputs], instructions: list[str],
+                        answers: list[str] | None = None) -> list[LMStates | LowerStates]:
+        """One left-padded forward over whole prompts (training's precompute, and objects_first)."""
+        if answers is not None and len(answers) != len(scenes):
+            raise ValueError(f"{len(scenes)} scenes but {len(answers)} answers")
+        rows, spans = [], []
+        for i, (scene, text) in enumerate(zip(scenes, instructions)):
+            answer = [] if answers is None else self.answer_ids(answers[i])
+            seq, o0, w0, w = self._sequence(scene, text, (self.assistant_ids() + answer) if answers is not None else [])
+            rows.append(seq)
+            spans.append((o0, w0, w, torch.tensor(answer, dtype=torch.long)))
+        embeds, mask = self._pad(rows)
+        hidden = self._run(self.lm, embeds, mask)
+        if self.top is not None or answers is not None:
+            return [LowerStates(scene, hidden[i, mask[i].bool()], o0, w0, w, answer)
+                    for i, (scene, (o0, w0, w, answer)) in enumerate(zip(scenes, spans))]
         out = []
-        for i, (scene, (o0, m, w0, w)) in enumerate(zip(scenes, spans)):
-            pad = L - len(rows[i])
-            out.append(LMStates(scene, hidden[i, pad + o0: pad + o0 + m], hidden[i, pad + w0: pad + w0 + w]))
+        for i, (scene, (o0, w0, w, _)) in enumerate(zip(scenes, spans)):
+            row, m = hidden[i, mask[i].bool()], len(scene.features)
+            out.append(LMStates(scene, row[o0: o0 + m], row[w0: w0 + w]))
         return out
 
     def _states_with_prefix(self, scene: ObjectInputs, instruction: str) -> LMStates:
@@ -206,7 +342,7 @@ class LMConditionEncoder(ConditionEncoder):
             before, words, after = self.prompt_parts(instruction)
             ids = torch.tensor([before + words + after], dtype=torch.long, device=self.align.device)
             cache = DynamicCache(config=self.lm.config)
-            hidden = self._run(self.lm.get_input_embeddings()(ids).float(), past=cache)
+            hidden = self._through(self.lm.get_input_embeddings()(ids).float(), past=cache)
             entry = (cache, hidden[0, len(before): len(before) + len(words)], ids.shape[1])
             self._prefixes[instruction] = entry
             while len(self._prefixes) > self.config.prefix_cache:
@@ -217,14 +353,31 @@ class LMConditionEncoder(ConditionEncoder):
         if len(objects) == 0:
             return LMStates(scene, objects, words)
         try:
-            hidden = self._run(objects[None], past=cache, start=length)
+            hidden = self._through(objects[None], past=cache, start=length)
         finally:
-            cache.crop(-(cache.get_seq_length() - length))  # the prefix stays as it was for the next plan
+            cache.crop(length - cache.get_seq_length())  # the prefix stays as it was for the next plan
         return LMStates(scene, hidden[0], words)
 
     # ----- the trained part ---------------------------------------------------------------------
-    def encode(self, samples: list[LMStates], instructions: list[str]) -> Condition:
+    def _top(self, samples: list[LowerStates]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trained top over cached lower states: (B, L, D) left-padded, and its key mask."""
+        hidden, mask = self._pad([s.hidden.to(self.align.device).float() for s in samples])
+        return self._run(self.top, hidden, mask), mask
+
+    def top_states(self, samples: list[LowerStates]) -> list[LMStates]:
+        """LMStates of samples whose lower states were cached: the trained top runs here, with gradients."""
+        hidden, mask = self._top(samples)
+        out = []
+        for i, s in enumerate(samples):
+            row, m = hidden[i, mask[i].bool()], len(s.objects.features)
+            out.append(LMStates(s.objects, row[s.objects_at: s.objects_at + m],
+                                row[s.instruction_at: s.instruction_at + s.instruction_len]))
+        return out
+
+    def encode(self, samples: list[LMStates | LowerStates], instructions: list[str]) -> Condition:
         cfg = self.config
+        if samples and isinstance(samples[0], LowerStates):
+            samples = self.top_states(samples)
         object_extra = extra = None
         if cfg.read_objects:
             object_extra = [self.object_proj(self.object_norm(s.object_states.to(self.align.device).float()))
@@ -238,6 +391,61 @@ class LMConditionEncoder(ConditionEncoder):
         if len(clouds) != len(instructions):
             raise ValueError(f"{len(clouds)} clouds but {len(instructions)} instructions")
         return self.encode(self.precompute(clouds, instructions), instructions)
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """The Switch balance loss of the top's last forward (weighted), to add to the training loss."""
+        from threedmoe_ros.models.moe import moe_aux_loss
+
+        return None if self.top is None else moe_aux_loss(self.top)
+
+    # ----- questions ----------------------------------------------------------------------------
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        norm = self.tuned["norm"] if "norm" in self.tuned else self.final_norm
+        return self.lm_head(norm(hidden.to(self.lm_head.weight.dtype))).float()
+
+    def qa_loss(self, samples: list[LowerStates]) -> tuple[torch.Tensor, dict]:
+        """LM loss on the answer tokens of cached questions (precompute with answers), plus the balance loss."""
+        if self.top is None:
+            raise ValueError("a frozen LM has nothing to train on questions; set tune_layers")
+        hidden, mask = self._top(samples)
+        L, logits, targets = hidden.shape[1], [], []
+        for i, s in enumerate(samples):
+            a = len(s.answer)  # the answer is the row's last `a` tokens; each is predicted by the one before
+            logits.append(self._logits(hidden[i, L - a - 1: L - 1]))
+            targets.append(s.answer.to(hidden.device))
+        lm = nn.functional.cross_entropy(torch.cat(logits), torch.cat(targets))
+        aux = self.aux_loss()
+        info = {"lm_loss": lm.item()}
+        if aux is not None:
+            info["aux_loss"] = aux.item()
+        return lm if aux is None else lm + aux, info
+
+    @torch.no_grad()
+    def answer_batch(self, clouds: list[Cloud | ObjectInputs], questions: list[str], max_new_tokens: int = 8) -> list[str]:
+        """Greedy answers, one question per scene, read from the same layer the head reads."""
+        from transformers import DynamicCache
+
+        scenes = [c if isinstance(c, ObjectInputs) else object_inputs(c, self.light.config) for c in clouds]
+        embeds, mask = self._pad([self._sequence(s, q, self.assistant_ids())[0] for s, q in zip(scenes, questions)])
+        cache = DynamicCache(config=self.lm.config)
+        hidden = self._through(embeds, mask, cache)
+        eos, embed = self.tokenizer.eos_token_id, self.lm.get_input_embeddings()
+        tokens, done = [], torch.zeros(len(scenes), dtype=torch.bool, device=mask.device)
+        for step in range(max_new_tokens):
+            token = self._logits(hidden[:, -1]).argmax(-1)
+            done |= token == eos
+            if bool(done.all()):
+                break
+            tokens.append(torch.where(done, eos, token))
+            start = mask.shape[1]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            hidden = self._through(embed(token)[:, None].float(), mask, cache, start)
+        ids = torch.stack(tokens, 1).tolist() if tokens else [[] for _ in scenes]
+        return [self.tokenizer.decode([t for t in row if t != eos], skip_special_tokens=True).strip() for row in ids]
+
+    def answer(self, cloud: Cloud, question: str, max_new_tokens: int = 8) -> str:
+        """Greedy answer to a question about one scene (Planner.answer, the node's `answer` topic)."""
+        return self.answer_batch([cloud], [question], max_new_tokens)[0]
 
     # ----- alignment ----------------------------------------------------------------------------
     @torch.no_grad()

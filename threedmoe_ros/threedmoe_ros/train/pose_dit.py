@@ -80,6 +80,14 @@ class TrainConfig(LoopConfig):
     lm_order: str = "instruction_first"
     lm_read: str = "both"
     align_scenes: int = 300
+    # lm only: the 3D-MoE's trained top (models/lm_condition.py): how many of the read layer's layers train, with
+    # which experts (a MOE_PRESETS name, or none for dense) and LoRA preset; 0 keeps the LM frozen. The layers
+    # below are cached once per sample; the top trains with the head on the policy's loss (plus the balance loss).
+    lm_tune_layers: int = 0
+    lm_moe: str | None = None
+    lm_lora: str = "none"
+    # lm only: a Stage II checkpoint (threedmoe-train-stage2 OUT/checkpoint) whose trained top the policy starts from.
+    lm_init_top: str | None = None
     # lm only: where the precomputed LM states are kept (default OUT/encoder_inputs.pt); runs that share
     # data and LM settings can share the file, since the LM runs once per sample.
     encoder_inputs: str | None = None
@@ -333,7 +341,19 @@ def build_lm_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
         encoder_config = dict(policy_config.encoder_config)
         encoder_config["light"] = {**encoder_config.get("light", {}), **settings}
         policy_config = dataclasses.replace(policy_config, encoder_config=encoder_config)
-    return Policy(policy_config)
+    if cfg.lm_tune_layers:  # the 3D-MoE's top trains (a frozen-LM policy fine-tuned into one, or a fresh one)
+        top = {"tune_layers": cfg.lm_tune_layers, "moe": cfg.lm_moe, "lora": cfg.lm_lora}
+        policy_config = dataclasses.replace(policy_config, encoder_config={**policy_config.encoder_config, **top})
+    policy = Policy(policy_config)
+    if cfg.lm_init_top:
+        from threedmoe_ros.train.stage2 import read_encoder
+
+        stage2 = read_encoder(cfg.lm_init_top)
+        if stage2.config.cut != policy.encoder.config.cut or stage2.config.moe != policy.encoder.config.moe:
+            raise ValueError(f"--lm-init-top {cfg.lm_init_top} has another top (cut {stage2.config.cut}, "
+                             f"{stage2.config.moe}) than this run (cut {policy.encoder.config.cut}, {policy.encoder.config.moe})")
+        policy.encoder.tuned.load_state_dict(stage2.tuned.state_dict())
+    return policy
 
 
 def alignment_pairs(light_config, scenes: int, progress: bool = True) -> tuple[np.ndarray, list[str]]:
@@ -440,7 +460,7 @@ def precomputed_inputs(cfg: TrainConfig, policy: Policy, dataset: Dataset, progr
     stamp = {"data": cfg.data, "recovery_data": list(cfg.recovery_data), "synthetic": cfg.synthetic,
              "samples": len(dataset), "cache_points": cfg.cache_points, "seed": cfg.seed,
              "light": enc.light, "llm": enc.llm, "layer": enc.layer, "order": enc.order, "system": enc.system_prompt,
-             "align": float(policy.encoder.align.double().sum())}
+             "cut": enc.cut, "align": float(policy.encoder.align.double().sum())}
 
     def compute() -> list[tuple]:
         encoder = policy.encoder.to(device)
