@@ -49,9 +49,9 @@ LABELS = {"prior": "blind prior", "frozen": "frozen LM", "no-3d": "no-3D (MoE x4
 def routing(encoder, path: str, batch_size: int = 32) -> dict:
     """Routing of the trained top over every held-out question: per layer, entropy (nats and / log E) and shares."""
     from threedmoe_ros.models.moe import RoutingTally, routing_entropy_max
-    from threedmoe_ros.train.stage2 import lower_states
+    from threedmoe_ros.train.stage2 import Questions, lower_states
 
-    states = lower_states(encoder, path, progress=False)
+    states = lower_states(encoder, Questions(path, encoder.light.config), progress=False)
     tally = RoutingTally()
     with torch.no_grad():
         for lo in range(0, len(states), batch_size):
@@ -66,7 +66,7 @@ def routing(encoder, path: str, batch_size: int = 32) -> dict:
 
 
 def run_row(row: str, args) -> dict:
-    from threedmoe_ros.train.stage2 import Stage2Config, load_encoder, score, train
+    from threedmoe_ros.train.stage2 import Questions, Stage2Config, load_encoder, score, train
 
     moe, scene = ROWS[row]
     t0 = time.perf_counter()
@@ -82,7 +82,7 @@ def run_row(row: str, args) -> dict:
                            states=str(Path(args.work) / ("qa_states.pt" if scene else "qa_states_no3d.pt")))
         encoder, summary = train(cfg)
         result = {"train": summary}
-    result["eval"] = score(encoder, args.test, no_3d=not scene)
+    result["eval"] = score(encoder, Questions(args.test, encoder.light.config), no_3d=not scene)
     if moe not in (None, "dense"):
         result["routing"] = routing(encoder, args.test)
     result["seconds"] = time.perf_counter() - t0
@@ -92,12 +92,12 @@ def run_row(row: str, args) -> dict:
 def report(args) -> dict:
     from threedmoe_ros.data.qa import blind_prior, chance
     from threedmoe_ros.eval.qa_metrics import exact_match
-    from threedmoe_ros.train.stage2 import questions
+    from threedmoe_ros.models.lm_condition import LMConditionConfig
+    from threedmoe_ros.train.stage2 import Questions
 
-    train_data, train_keep = questions(args.data, args.questions, args.seed)  # what the rows trained on
-    test_data, test_keep = questions(args.test)
-    train_items = [train_data.items[i] for i in train_keep]
-    test_items = [test_data.items[i] for i in test_keep]
+    light = LMConditionConfig().light_config()  # records only: the objects are never read here
+    train_items = Questions(args.data, light, args.questions, args.seed).records  # what the rows trained on
+    test_items = Questions(args.test, light).records
     kinds = sorted({it["kind"] for it in test_items})
     prior = blind_prior(train_items, test_items)
     hits = [exact_match(p, [it["answer"]]) for p, it in zip(prior, test_items)]

@@ -112,7 +112,7 @@ def test_stage2_cli_trains_saves_and_scores(tmp_path):
     """threedmoe-train-stage2 on simulator questions, from an lm policy checkpoint: a checkpoint that reloads
     with the same answers, and EM@1 on held-out questions in eval.json."""
     from threedmoe_ros.data.qa import generate
-    from threedmoe_ros.train.stage2 import main as stage2, read_encoder, score
+    from threedmoe_ros.train.stage2 import Questions, main as stage2, read_encoder, score
 
     clouds, _ = scenes(1)
     enc = aligned(tiny_encoder(), clouds)
@@ -125,8 +125,14 @@ def test_stage2_cli_trains_saves_and_scores(tmp_path):
     result = json.loads((tmp_path / "s2" / "eval.json").read_text())
     assert result["eval"]["n"] > 0 and set(result["eval"]["per_kind"]) <= {
         "exists", "count", "color", "size", "relation", "on_top", "inside", "position", "refer"}
-    again = score(read_encoder(tmp_path / "s2" / "checkpoint"), tmp_path / "qa", progress=False)
+    encoder = read_encoder(tmp_path / "s2" / "checkpoint")
+    again = score(encoder, Questions(tmp_path / "qa", encoder.light.config), progress=False)
     assert [p["prediction"] for p in again["predictions"]] == [p["prediction"] for p in result["eval"]["predictions"]]
+    # The compact file a GPU host reads: the same questions and objects, no clouds, the same answers.
+    assert stage2(["--export-inputs", str(tmp_path / "qa"), str(tmp_path / "qa.pt"),
+                   "--init-from", str(tmp_path / "policy")]) == 0
+    compact = score(encoder, Questions(tmp_path / "qa.pt", encoder.light.config), progress=False)
+    assert compact["predictions"] == again["predictions"]
     (tmp_path / "s2" / "checkpoint" / "encoder.safetensors").write_bytes(b"not a checkpoint")
     assert stage2(["--out", str(tmp_path / "s3"), "--data", str(tmp_path / "qa"), "--init-from", str(tmp_path / "nowhere")]) == 2
     from threedmoe_ros.models.checkpoint import CheckpointError

@@ -129,21 +129,32 @@ def test_lm_policy_from_a_light_checkpoint_plans_as_the_source_did_then_trains_a
 
 
 def test_gpu_recipe_runs_its_commands_on_the_tiny_preset(tmp_path):
-    """scripts/gpu_recipe.sh, the command a GPU host runs, on the CPU with the tiny LM: each variant trains,
-    and comes back as a bfloat16 checkpoint a Policy loads."""
+    """scripts/gpu_recipe.sh, the command a GPU host runs, on the CPU with the tiny LM: Stage II on compact
+    questions, then each variant trains (the in-turn one from Stage II's top), and comes back as a bfloat16
+    checkpoint a Policy loads."""
+    from threedmoe_ros.data.qa import generate
+    from threedmoe_ros.train.stage2 import main as stage2
+
     light_dir = tmp_path / "light"
     assert main(["--out", str(light_dir), "--max-steps", "2", "--synthetic", "16", *TINY]) == 0
     inputs = tmp_path / "inputs.pt"
     assert main(["--out", str(tmp_path / "export"), "--synthetic", "16", "--export-inputs", str(inputs),
                  "--align-scenes", "14"]) == 0
+    lm_dir = tmp_path / "lm"
+    assert main(["--out", str(lm_dir), "--max-steps", "2", "--data", str(inputs), "--encoder", "lm", "--lm-llm", "tiny",
+                 "--lm-layer", "2", "--init-from", str(light_dir / "checkpoint"), *TINY]) == 0
+    generate(tmp_path / "qa", ["put-block-in-bowl"], [0, 1], progress=False)
+    assert stage2(["--export-inputs", str(tmp_path / "qa"), str(tmp_path / "qa.pt"),
+                   "--init-from", str(lm_dir / "checkpoint")]) == 0
     out = tmp_path / "recipe"
-    env = {**os.environ, "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}",
+           "QA": str(tmp_path / "qa.pt"), "QA_TEST": str(tmp_path / "qa.pt")}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_recipe.sh"), "tiny", str(inputs),
-                           str(light_dir / "checkpoint"), str(out), "objects_first", "read_objects"],
+                           str(lm_dir / "checkpoint"), str(out), "frozen", "moe_e4_qa"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads((out / "recipe.json").read_text())
-    assert set(report["variants"]) == {"objects_first", "read_objects"}
+    assert set(report["variants"]) == {"frozen", "moe_e4_qa"} and 0 <= report["stage2"]["EM@1"] <= 1
     for name in report["variants"]:
         assert report["variants"][name]["step"] == report["variants"][name]["checkpoint_step"] == 4
         ckpt = tmp_path / name
@@ -152,7 +163,8 @@ def test_gpu_recipe_runs_its_commands_on_the_tiny_preset(tmp_path):
         (out / f"{name}.safetensors").replace(ckpt / "model.safetensors")
         policy = Policy.from_pretrained(ckpt)
         assert policy.config.encoder == "lm"
-    assert Policy.from_pretrained(tmp_path / "objects_first").encoder.config.order == "objects_first"
-    bad = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_recipe.sh"), "tiny", str(inputs), str(light_dir),
+    assert Policy.from_pretrained(tmp_path / "moe_e4_qa").encoder.config.moe == "e4-top2"
+    assert Policy.from_pretrained(tmp_path / "frozen").encoder.config.tune_layers == 0
+    bad = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_recipe.sh"), "tiny", str(inputs), str(lm_dir),
                           str(out), "sideways"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "unknown variant sideways" in bad.stderr

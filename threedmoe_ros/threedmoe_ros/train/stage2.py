@@ -37,7 +37,8 @@ ENCODER_WEIGHTS = "encoder.safetensors"
 
 @dataclass
 class Stage2Config(LoopConfig):
-    # qa.jsonl (or its directory) of training questions (threedmoe-qa-data); captions are left out.
+    # Training questions: a qa.jsonl or its directory (threedmoe-qa-data), or a compact file of this command's
+    # --export-inputs; captions are left out.
     data: str = ""
     # The policy whose 3D-MoE is tuned: its object tokens, prompt and read layer ("" = the shipped default).
     init_from: str = ""
@@ -51,7 +52,7 @@ class Stage2Config(LoopConfig):
     questions: int = 0
     # Where the frozen layers' states are kept (default OUT/qa_states.pt).
     states: str = ""
-    # Held-out questions scored after training (EM@1 per kind in OUT/eval.json); "" skips it.
+    # Held-out questions scored after training (EM@1 per kind in OUT/eval.json), in either form; "" skips it.
     eval_data: str = ""
     lr: float = 5e-4
     warmup_steps: int = 30
@@ -81,62 +82,90 @@ def load_encoder(init_from: str, **overrides) -> LMConditionEncoder:
     return encoder
 
 
-def questions(path: str | Path, limit: int = 0, seed: int = 0):
-    """The questions of a qa.jsonl (captions left out): the QADataset and the indices of its questions
-    (`limit` of them drawn at random with `seed`, in file order; 0 = all)."""
-    from threedmoe_ros.data.qa import QADataset
+class Questions:
+    """The questions (captions left out) of a qa.jsonl directory or of a compact file (--export-inputs): their
+    records (scene, question, answer, kind) and each scene's objects as `light` reads them. A compact file holds
+    the objects already (no clouds, no simulator: what a GPU host trains from). `limit` draws that many at
+    random with `seed`, in file order (0 = all)."""
 
-    data = QADataset(path)
-    keep = [i for i, item in enumerate(data.items) if item["kind"] != "caption"]
-    if 0 < limit < len(keep):
-        keep = sorted(np.random.default_rng(seed).choice(keep, limit, replace=False).tolist())
-    return data, keep
+    def __init__(self, path: str | Path, light, limit: int = 0, seed: int = 0):
+        path = Path(path)
+        self.light = light
+        if path.is_file() and path.suffix == ".pt":
+            blob = torch.load(path, weights_only=False)
+            if blob.get("light") != dataclasses.asdict(light):
+                raise ValueError(f"{path} holds objects made with {blob.get('light')}, not this model's {light}")
+            records, self._scenes, self._data = blob["records"], blob["scenes"], None
+        else:
+            from threedmoe_ros.data.qa import QADataset
+
+            self._data, self._scenes = QADataset(path), {}
+            records = self._data.items
+        self.records = [r for r in records if r["kind"] != "caption"]
+        if 0 < limit < len(self.records):
+            keep = sorted(np.random.default_rng(seed).choice(len(self.records), limit, replace=False).tolist())
+            self.records = [self.records[i] for i in keep]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def scene(self, name: str) -> ObjectInputs:
+        if name not in self._scenes:
+            from threedmoe_ros.models.light_encoder import object_inputs
+
+            self._scenes[name] = object_inputs(self._data.cloud(name), self.light)
+        return self._scenes[name]
+
+    def batches(self, size: int, no_3d: bool = False):
+        """(records, scenes, questions, answers) of consecutive batches."""
+        for lo in range(0, len(self.records), size):
+            rec = self.records[lo: lo + size]
+            scenes = [self.scene(r["scene"]) for r in rec]
+            yield rec, [no_objects(s) for s in scenes] if no_3d else scenes, [r["question"] for r in rec], \
+                [r["answer"] for r in rec]
+
+    def export(self, path: str | Path) -> Path:
+        """The compact file: records and objects, a few MB for thousands of questions."""
+        scenes = {r["scene"]: self.scene(r["scene"]) for r in self.records}
+        with atomic(Path(path)) as tmp:
+            torch.save({"light": dataclasses.asdict(self.light), "records": self.records, "scenes": scenes}, tmp)
+        return Path(path)
 
 
 def no_objects(scene: ObjectInputs) -> ObjectInputs:
     return ObjectInputs(scene.features[:0], scene.anchors[:0], scene.boxes[:0], [])
 
 
-def lower_states(encoder: LMConditionEncoder, path: str | Path, no_3d: bool = False, batch_size: int = 16,
-                 progress: bool = True, limit: int = 0, seed: int = 0) -> list:
-    """Every training question's frozen part (LowerStates, float16), its answer included."""
+def lower_states(encoder: LMConditionEncoder, data: Questions, no_3d: bool = False, batch_size: int = 16,
+                 progress: bool = True) -> list:
+    """Every question's frozen part (LowerStates, float16), its answer included."""
     from tqdm import tqdm
 
-    from threedmoe_ros.models.light_encoder import object_inputs
     from threedmoe_ros.train.pose_dit import half_states
 
-    data, keep = questions(path, limit, seed)
-    scenes: dict[str, ObjectInputs] = {}
     out = []
-    for lo in tqdm(range(0, len(keep), batch_size), desc="lower states", unit="batch", disable=not progress):
-        items = [data.items[i] for i in keep[lo: lo + batch_size]]
-        for it in items:
-            if it["scene"] not in scenes:
-                scenes[it["scene"]] = object_inputs(data.cloud(it["scene"]), encoder.light.config)
-        batch = [no_objects(scenes[it["scene"]]) if no_3d else scenes[it["scene"]] for it in items]
-        out += [half_states(s) for s in encoder.precompute(batch, [it["question"] for it in items],
-                                                             [it["answer"] for it in items])]
+    with tqdm(total=len(data), desc="lower states", unit="question", disable=not progress) as bar:
+        for _, scenes, qs, answers in data.batches(batch_size, no_3d):
+            out += [half_states(s) for s in encoder.precompute(scenes, qs, answers)]
+            bar.update(len(qs))
     return out
 
 
 @torch.no_grad()
-def score(encoder: LMConditionEncoder, path: str | Path, no_3d: bool = False, batch_size: int = 32,
+def score(encoder: LMConditionEncoder, data: Questions, no_3d: bool = False, batch_size: int = 32,
           progress: bool = True) -> dict:
-    """Greedy answers to every held-out question: EM@1 overall and per kind, with the predictions."""
+    """Greedy answers to every question of `data`: EM@1 overall and per kind, with the predictions."""
     from tqdm import tqdm
 
     from threedmoe_ros.eval.qa_metrics import exact_match
-    from threedmoe_ros.models.light_encoder import object_inputs
 
-    data, keep = questions(path)
     encoder.eval()
     predictions = []
-    for lo in tqdm(range(0, len(keep), batch_size), desc="answers", unit="batch", disable=not progress):
-        items = [data.items[i] for i in keep[lo: lo + batch_size]]
-        scenes = [object_inputs(data.cloud(it["scene"]), encoder.light.config) for it in items]
-        scenes = [no_objects(s) for s in scenes] if no_3d else scenes
-        predictions += encoder.answer_batch(scenes, [it["question"] for it in items])
-    records = [data.items[i] for i in keep]
+    with tqdm(total=len(data), desc="answers", unit="question", disable=not progress) as bar:
+        for _, scenes, qs, _ in data.batches(batch_size, no_3d):
+            predictions += encoder.answer_batch(scenes, qs)
+            bar.update(len(qs))
+    records = data.records
     hits = [exact_match(p, [r["answer"]]) for p, r in zip(predictions, records)]
     kinds = sorted({r["kind"] for r in records})
     per_kind = {k: float(np.mean([h for h, r in zip(hits, records) if r["kind"] == k])) for k in kinds}
@@ -196,7 +225,8 @@ def train(cfg: Stage2Config, progress: bool = True) -> tuple[LMConditionEncoder,
     if cached is not None and cached["stamp"] == stamp:
         items = cached["items"]
     else:
-        items = lower_states(encoder, cfg.data, cfg.no_3d, progress=progress, limit=cfg.questions, seed=cfg.seed)
+        data = Questions(cfg.data, encoder.light.config, cfg.questions, cfg.seed)
+        items = lower_states(encoder, data, cfg.no_3d, progress=progress)
         with atomic(states_path) as tmp:  # runs in parallel may read it
             torch.save({"stamp": stamp, "items": items}, tmp)
     result = fit(cfg, QAObjective(encoder), Items(items), collate=list,
@@ -204,7 +234,7 @@ def train(cfg: Stage2Config, progress: bool = True) -> tuple[LMConditionEncoder,
     summary = {"steps": result.steps, "seconds": result.seconds, "samples": result.samples,
                "samples_per_s": result.samples / max(result.seconds, 1e-9), "trainable_params": result.trainable_params}
     if cfg.eval_data:
-        summary["eval"] = score(encoder, cfg.eval_data, cfg.no_3d, progress=progress)
+        summary["eval"] = score(encoder, Questions(cfg.eval_data, encoder.light.config), cfg.no_3d, progress=progress)
         (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     return encoder, summary
 
@@ -212,12 +242,22 @@ def train(cfg: Stage2Config, progress: bool = True) -> tuple[LMConditionEncoder,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="threedmoe-train-stage2", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="run directory: checkpoint/, qa_states.pt, eval.json, metrics")
+    ap.add_argument("--out", help="run directory: checkpoint/, qa_states.pt, eval.json, metrics (required to train)")
     add_config_arguments(ap, Stage2Config)
+    ap.add_argument("--export-inputs", nargs=2, metavar=("QA", "FILE"), action="append", default=[],
+                    help="write the questions of QA (a qa.jsonl directory) with their objects to FILE, a compact "
+                         "file --data and --eval-data read without clouds (for a GPU host); repeatable; then exit")
     args = ap.parse_args(argv)
+    if not args.out and not args.export_inputs:
+        ap.error("--out is required to train")
     try:
-        cfg = config_from_arguments(Stage2Config, args)
-        _, summary = train(cfg)
+        if args.export_inputs:
+            light = load_encoder(args.init_from).light.config
+            for qa, file in args.export_inputs:
+                data = Questions(qa, light)
+                print(f"{len(data)} questions → {data.export(file)}")
+            return 0
+        _, summary = train(config_from_arguments(Stage2Config, args))
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"threedmoe-train-stage2: {e}", file=sys.stderr)
         return 2
