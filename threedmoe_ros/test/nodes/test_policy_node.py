@@ -6,6 +6,7 @@ test/models/test_planner.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -231,5 +232,56 @@ def test_a_cloud_without_labels_is_segmented_or_refused_as_grouping_says(rclpy_c
         else:
             assert refused(), node.log
             assert not io.plans_for(10**9)
+    finally:
+        io.close()
+
+
+def test_the_answer_topic_returns_the_answers_table_1_scores(rclpy_context, start_node, tmp_path):
+    """A 3D-MoE policy with a trained top answers each question on `answer` with what Stage II's scorer
+    (train/stage2.score, the Table 1 bench's) gives for the same scene and question."""
+    import torch
+    from rosio import RosIO
+    from std_msgs.msg import String
+
+    from threedmoe_ros.data.qa import generate
+    from threedmoe_ros.models.lm_condition import LMConditionConfig, LMConditionEncoder
+    from threedmoe_ros.policy import Policy, PolicyConfig
+    from threedmoe_ros.train.stage2 import Questions, lower_states, score
+
+    generate(tmp_path / "qa", ["put-block-in-bowl"], [0], progress=False)
+    config = LMConditionConfig(llm="tiny", layer=2, tune_layers=1, moe="e2-top2", lora="tiny")
+    torch.manual_seed(0)
+    encoder = LMConditionEncoder(config)
+    encoder.align.normal_(0, 1.0)
+    data = Questions(tmp_path / "qa", encoder.light.config, limit=4)
+    states = lower_states(encoder, data, progress=False)
+    opt = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(60):  # enough that the answers are words, not the random LM's noise
+        loss, _ = encoder.qa_loss(states)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    Policy(PolicyConfig(encoder="lm", encoder_config=dataclasses.asdict(config)), encoder=encoder).save_pretrained(
+        tmp_path / "policy")
+    scored = score(Policy.from_pretrained(tmp_path / "policy").encoder, data, progress=False)["predictions"]
+    assert any(p["prediction"] for p in scored)
+
+    node = start_node("policy_node", {"checkpoint": str(tmp_path / "policy"), "seed": 0})
+    io = RosIO(rclpy_context, reliable_points=True)
+    answers: list[str] = []
+    io.node.create_subscription(String, "answer", lambda m: answers.append(m.data), 10)
+    question = io.node.create_publisher(String, "question", 10)
+    try:
+        assert io.spin_until(lambda: io.node.count_subscribers("question") > 0, 120), node.log
+        cloud = data._data.cloud(data.records[0]["scene"])
+        for i, record in enumerate(data.records):
+            assert record["scene"] == data.records[0]["scene"]  # one scene: its cloud is the node's newest
+            for _ in range(60):
+                io.points.publish(conv.cloud_to_msg(cloud))
+                question.publish(String(data=record["question"]))
+                if io.spin_until(lambda: len(answers) > i, 1.0):
+                    break
+            del answers[i + 1:]  # a repeated question while the first was answered
+        assert answers == [p["prediction"] for p in scored], node.log
     finally:
         io.close()
