@@ -25,7 +25,6 @@ CLIS = {
     "threedmoe-train-pose-dit": "threedmoe_ros.train.pose_dit:main",
     "threedmoe-train-object-encoder": "threedmoe_ros.train.object_encoder:main",
     "threedmoe-qa-data": "threedmoe_ros.data.qa:main",
-    "threedmoe-train-stage1": "threedmoe_ros.train.stage1:main",
     "threedmoe-train-stage2": "threedmoe_ros.train.stage2:main",
     "threedmoe-routing": "threedmoe_ros.eval.routing:main",
     "threedmoe-eval-closed-loop": "threedmoe_ros.eval.closed_loop:main",

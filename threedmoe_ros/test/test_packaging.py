@@ -102,7 +102,7 @@ def test_python_dependencies_of_the_nodes_are_declared():
 
 
 @pytest.mark.parametrize("name", ["threedmoe-bringup", "threedmoe-demo", "threedmoe-selfcheck", "threedmoe-routing",
-                                  "threedmoe-train-stage1", "threedmoe-train-stage2"])
+                                  "threedmoe-train-stage2"])
 def test_help_names_the_command_and_does_nothing_else(name, capsys):
     module, func = console_scripts()[name].split(":")
     with pytest.raises(SystemExit) as exit_:

@@ -183,12 +183,12 @@ class Planner:
         return self.policy.codec.decode(x), torch.sigmoid(logit)
 
     def answer(self, cloud: Cloud, question: str) -> str:
-        """Answer a question about the scene with the policy's language model (the 3D-MoE LLM)."""
+        """Answer a question about the scene with the policy's language model (the lm encoder's 3D-MoE)."""
         if self.policy.answerer is None:
             raise NotImplementedError(
                 "this policy has no language model for answering questions: it was built with the "
                 f"{self.policy.config.encoder!r} condition encoder; attach a 3D-MoE answerer (policy.answerer = callable) "
-                "or load a 3D-MoE checkpoint"
+                "or load an lm policy"
             )
         validate_cloud(cloud, drop=False)
         return self.policy.answerer(cloud, self._check_text(question, "question"))

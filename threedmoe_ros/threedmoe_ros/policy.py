@@ -7,17 +7,16 @@
 A Policy is condition encoder → Pose-DiT head → pose codec, with the scheduler that trains the head,
 in the style of lerobot's DiffusionModel: `forward(batch) -> (loss, info)` for training, `condition`
 for what the head is conditioned on, and `save_pretrained` / `from_pretrained` on a directory holding
-config.json + model.safetensors (+ encoder/, the checkpoint of an encoder that keeps its own: the
-3D-MoE LLM's adapters, routers, point encoder and projection, with the base LLM rebuilt from its
-preset). The pose statistics are buffers of the codec, so they travel in model.safetensors with the
-weights. Sizes the parts decide are derived, never configured: the head's condition width is the
-encoder's `cond_dim`, its metric scale the codec's box. Everything about serving it (sampling with a
-frozen or half-precision head, validation, devices, seeds, cutting, refinement, timing) is the
-Planner's (planner.py, serving.py).
+config.json + model.safetensors, whatever the encoder (an LM's own weights are never saved: it is
+rebuilt from its preset, and only what the policy fitted or trained of it travels). The pose statistics
+are buffers of the codec, so they travel in model.safetensors with the weights. Sizes the parts decide
+are derived, never configured: the head's condition width is the encoder's `cond_dim`, its metric scale
+the codec's box. Everything about serving it (sampling with a frozen or half-precision head, validation,
+devices, seeds, cutting, refinement, timing) is the Planner's (planner.py, serving.py).
 
 The encoder is chosen by name (`encoder`) from ENCODERS, the one registry that training
-(train/pose_dit.py) and loading use: "light" is the development encoder, "lm" the frozen LM beside
-it, "3dmoe" the 3D-MoE LLM.
+(train/pose_dit.py) and loading use: "light" is the development encoder, "lm" the 3D-MoE beside it
+(models/lm_condition.py: the LM frozen, or its top layers upcycled to experts and LoRA-tuned).
 """
 
 from __future__ import annotations
@@ -42,7 +41,6 @@ from threedmoe_ros.validation import MAX_INSTRUCTION_CHARS
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-ENCODER_DIR = "encoder"  # the checkpoint of an encoder that keeps its own (ConditionEncoder.saves_itself)
 CONFIG_VERSION = 1
 # Sizes that config.json files once carried and the Policy now derives (see Policy.__init__): loading ignores them.
 DERIVED_HEAD_FIELDS = ("cond_dim", "unit_m")
@@ -52,7 +50,6 @@ DERIVED_HEAD_FIELDS = ("cond_dim", "unit_m")
 ENCODERS: dict[str, tuple[str, str, str]] = {
     "light": ("threedmoe_ros.models.light_encoder", "LightEncoderConfig", "LightConditionEncoder"),
     "lm": ("threedmoe_ros.models.lm_condition", "LMConditionConfig", "LMConditionEncoder"),
-    "3dmoe": ("threedmoe_ros.models.mm_llm", "MMLLMConfig", "ThreeDMoELLM"),
 }
 
 
@@ -63,24 +60,6 @@ def encoder_entry(name: str) -> tuple[type, type[ConditionEncoder]]:
     module, config_class, encoder_class = ENCODERS[name]
     m = importlib.import_module(module)
     return getattr(m, config_class), getattr(m, encoder_class)
-
-
-def load_encoder(name: str, path: str | Path) -> ConditionEncoder:
-    """The `name` encoder from its own checkpoint directory `path` (a policy's encoder/, or Stage II's
-    checkpoint/), through the encoder's own loader; CheckpointError naming what is wrong."""
-    encoder_class = encoder_entry(name)[1]
-    if not encoder_class.saves_itself:
-        raise ValueError(f"the {name!r} encoder has no checkpoint of its own: its weights are the policy's")
-    if not Path(path).is_dir():
-        raise CheckpointError(f"encoder checkpoint {path} is not a directory; give the directory the "
-                              f"{encoder_class.__name__} checkpoint was saved to")
-    try:
-        return encoder_class.from_pretrained(path)
-    except CheckpointError:
-        raise
-    except (OSError, TypeError, ValueError, KeyError, RuntimeError, AttributeError) as e:
-        raise CheckpointError(f"{path} is not a valid {name!r} encoder checkpoint ({type(e).__name__}: {e}); "
-                              "copy it again or retrain") from None
 
 
 @dataclass
@@ -163,8 +142,8 @@ class Policy(nn.Module):
         self.head = PoseDiT(config.head, cond_dim=encoder.cond_dim, unit_m=config.codec.unit_m)
         self.codec = PoseCodec(config.codec)
         self.scheduler = make_scheduler(config.scheduler, **config.scheduler_config)
-        # Optional question answerer (the 3D-MoE LLM): a callable (cloud, question) -> str that
-        # Planner.answer calls. The 3D-MoE LLM answers questions itself; the light encoder has no language model.
+        # Optional question answerer: a callable (cloud, question) -> str that Planner.answer calls. The lm
+        # encoder (the 3D-MoE) answers questions itself; the light encoder has no language model.
         self.answerer: Callable[[Cloud, str], str] | None = getattr(encoder, "answer", None)
         # What plans are stamped with (PickPlacePlan.model_id): the checkpoint directory once loaded.
         self.model_id = "untrained"
@@ -176,11 +155,9 @@ class Policy(nn.Module):
     # ----- training -----------------------------------------------------------------------------
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """batch: clouds list[Cloud], instructions list[str], plan (B, T, 2, 7), valid (B, T) bool → (loss, info).
-        A batch may carry the encoder's output as `condition` instead (a frozen encoder's, computed once), or
-        `encoder_inputs`, what an encoder with a frozen part returned from `precompute` for each sample."""
-        if "condition" in batch:
-            cond = self.normalize_condition(Condition(*(None if x is None else x.to(self.device) for x in batch["condition"])))
-        elif "encoder_inputs" in batch:  # the encoder's frozen part, precomputed once per sample
+        A batch may carry `encoder_inputs` instead of clouds: what an encoder with a frozen part returned from
+        `precompute` for each sample."""
+        if "encoder_inputs" in batch:  # the encoder's frozen part, precomputed once per sample
             cond = self.normalize_condition(Condition.of(self.encoder.encode(batch["encoder_inputs"], batch["instructions"])))
         else:
             cond = self.condition(batch["clouds"], batch["instructions"])
@@ -210,16 +187,11 @@ class Policy(nn.Module):
 
     # ----- checkpoints --------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write config.json and model.safetensors (head, codec statistics, and the encoder's weights when
-        they are the policy's) into directory `path`; an encoder that keeps a checkpoint of its own (the
-        3D-MoE LLM: point encoder, projection, routers and LoRA adapters, never the base LLM) writes it
-        into encoder/. Each piece is written atomically (models/checkpoint.py)."""
+        """Write config.json and model.safetensors (head, codec statistics and the encoder's weights: for the
+        lm encoder its alignment, projections and a trained top's LoRA and routers, never the LM's own, which
+        is rebuilt from its preset) into directory `path`. Each piece is written atomically (models/checkpoint.py)."""
         path = Path(path)
-        if self.encoder.saves_itself:
-            self.encoder.save_pretrained(path / ENCODER_DIR)
-            save_tensors({k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}, path / WEIGHTS_NAME)
-        else:
-            save_tensors(self, path / WEIGHTS_NAME)  # the whole module: tensors it shares stored once
+        save_tensors(self, path / WEIGHTS_NAME)  # the whole module: tensors it shares stored once
         write_json(self.config.to_dict(), path / CONFIG_NAME)
         return path
 
@@ -240,31 +212,21 @@ class Policy(nn.Module):
             config = PolicyConfig.from_dict(raw)
             if isinstance(config.seed, bool) or not isinstance(config.seed, int):
                 raise TypeError(f"seed must be an int, got {config.seed!r}")
-            encoder_class = encoder_entry(config.encoder)[1]
+            encoder_entry(config.encoder)
         except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RuntimeError) as e:
             raise CheckpointError(
                 f"{config_file} is not a valid policy config ({type(e).__name__}: {e}); fix that field, "
                 "re-save the checkpoint or retrain"
             ) from None
-        encoder = None
-        if encoder_class.saves_itself:
-            if not (path / ENCODER_DIR).is_dir():
-                raise CheckpointError(f"policy checkpoint {path} has no {ENCODER_DIR}/ for its {config.encoder!r} encoder; {hint}")
-            encoder = load_encoder(config.encoder, path / ENCODER_DIR)
         try:
             # Building the modules checks every size and type the dataclasses do not.
-            policy = cls(config, encoder=encoder)
+            policy = cls(config)
         except (OSError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RuntimeError) as e:
             raise CheckpointError(
                 f"{config_file} is not a valid policy config ({type(e).__name__}: {e}); fix that field, "
                 "re-save the checkpoint or retrain"
             ) from None
-        # An encoder with its own checkpoint came from encoder/; model.safetensors holds the rest, all of it.
-        missing, unexpected = load_module(policy, weights_file, strict=encoder is None)
-        missing = [k for k in missing if not k.startswith("encoder.")]
-        if missing or unexpected:
-            raise CheckpointError(f"{weights_file} does not match {config_file}: missing {missing[:3]}, "
-                                  f"unexpected {unexpected[:3]}")
+        load_module(policy, weights_file)  # every weight, by name and shape (CheckpointError otherwise)
         policy.model_id = path.resolve().name
         return policy.to(map_location).eval()
 

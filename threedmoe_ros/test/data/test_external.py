@@ -98,19 +98,3 @@ def test_errors_name_the_file_and_the_field(tmp_path, scenes):
     missing = write(tmp_path / "m.json", [{"scene_id": "scene0999_00", "question": "Q?", "answers": ["a"]}])
     with pytest.raises(FileNotFoundError, match=r"scene0999_00"):
         load_qa("scanqa", missing, scenes)
-
-
-def test_stage2_trains_on_scanqa(tmp_path, scenes):
-    from threedmoe_ros.train.stage1 import parse_args, train
-
-    cfg, _ = parse_args(2, ["--qa-format", "scanqa", "--qa-file", str(scanqa(tmp_path)), "--scenes", str(scenes),
-                         "--out", str(tmp_path / "run"), "--llm", "tiny", "--max-steps", "1", "--batch-size", "2",
-                         "--device", "cpu", "--eval-data", str(tmp_path / "ScanQA_v1.0_train.json"),
-                         "--max-new-tokens", "2"])
-    cfg.model["point_encoder"] = {"points_per_object": 32, "sa_npoints": [8, 4], "sa_nsample": [8, 4],
-                                  "sa_widths": [[16], [32], [32]], "hidden_dim": 32, "num_layers": 1, "num_heads": 2}
-    train(cfg, progress=False)
-    summary = json.loads((tmp_path / "run/summary.json").read_text())
-    assert summary["steps"] == 1 and summary["text_tokens"] > 0
-    assert (tmp_path / "run/checkpoint/mm_llm_config.json").is_file()
-    assert json.loads((tmp_path / "run/eval.json").read_text())["count"] == 2  # scored against every answer

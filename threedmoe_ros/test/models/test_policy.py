@@ -154,23 +154,3 @@ def test_orientation_feature_turns_with_four_times_the_yaw():
     assert np.linalg.norm(f(0.3) - f(-0.3)) > 0.1
     angle = lambda v: np.arctan2(v[1], v[0])  # noqa: E731
     assert abs(angle(f(0.2)) - angle(f(0.0)) - 0.8) < 0.15  # phase moves by 4θ
-
-
-def test_3dmoe_policy_saves_loads_and_answers(tmp_path):
-    """A policy whose condition comes from the (tiny) 3D-MoE LLM round-trips through its checkpoint,
-    though the LLM's experts share one frozen weight, and answers questions through the planner."""
-    import numpy as np
-
-    from threedmoe_ros.models.pose_dit import PoseDiTConfig
-    from threedmoe_ros.policy import Policy, PolicyConfig
-    from threedmoe_ros.types import Cloud
-
-    encoder_config = {"llm": "tiny", "moe": "e2-top2"}
-    policy = Policy(PolicyConfig(encoder="3dmoe", encoder_config=encoder_config, head=PoseDiTConfig()))
-    rng = np.random.default_rng(0)
-    label = np.repeat([0, 1, 2], 200)
-    cloud = Cloud(rng.uniform(0, 1, (600, 3)) * [0.5, 1, 0.05] + [0.25, -0.5, 0], rng.integers(0, 255, (600, 3)), label)
-    before = Planner(policy, frozen=False).plan(cloud, "stack the blocks", seed=3).valid_prob
-    loaded = Planner(Policy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt")), frozen=False)
-    np.testing.assert_allclose(loaded.plan(cloud, "stack the blocks", seed=3).valid_prob, before, atol=1e-5)
-    assert isinstance(loaded.answer(cloud, "how many blocks are there?"), str)

@@ -20,9 +20,8 @@ from threedmoe_ros.models.pose_dit import PoseDiTConfig
 from threedmoe_ros.policy import Policy, PolicyConfig
 from threedmoe_ros.train import pose_dit
 from threedmoe_ros.train.loop import EpochBatches, lr_factor
-from threedmoe_ros.train.stage1 import StageConfig, train
 
-from qa_scenes import TINY, write_qa_scenes
+from ddp_stages import TOP, with_alignment
 
 
 def _curve(run: Path) -> dict[int, float]:
@@ -48,23 +47,30 @@ def test_pose_dit_resume_continues_the_uninterrupted_curve(tmp_path):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole.state_dict().values(), loaded.state_dict().values()))
 
 
-def test_stage2_resume_continues_the_uninterrupted_curve(tmp_path):
-    qa = write_qa_scenes(tmp_path / "qa")
+def test_a_trained_3dmoe_top_resumes_on_the_uninterrupted_curve(tmp_path):
+    """The lm policy with its top upcycled to experts and LoRA-tuned (cached lower states, balance loss): the
+    resumed run draws the same curve, and its state holds what trains, never the frozen LM."""
 
-    def run(out: str, **kwargs):
-        cfg = StageConfig(out=str(tmp_path / out), data=str(qa), stage=2, model={**TINY, "moe": "e2-top2"},
-                          max_steps=6, batch_size=2, lr=1e-2, warmup_steps=1, log_every=1, device="cpu")
-        return train(cfg, progress=False, **kwargs)
+    def run(out: str, **kwargs) -> Policy:
+        cfg = pose_dit.TrainConfig(out=str(tmp_path / out), synthetic=16, max_steps=6, batch_size=4, lr=1e-2,
+                                   warmup_steps=1, log_every=1, save_every=100, ema_decay=0.0, device="cpu", **TOP)
+        head = PoseDiTConfig(hidden_size=32, depth=1, horizon=4, output="pointer")
+        data = with_alignment(SyntheticPickPlace(16, seed=0))
+        return pose_dit.train(cfg, PolicyConfig(head=head), data, progress=False, **kwargs)
 
-    run("whole")
+    whole = run("whole")
     run("split", stop_after=2)
-    run("split", resume=True)
+    resumed = run("split", resume=True)
     assert list(_curve(tmp_path / "split")) == list(range(1, 7))
     assert _curve(tmp_path / "split") == pytest.approx(_curve(tmp_path / "whole"), rel=1e-5)
-    # The state holds what trains (LoRA, routers, projection), never the frozen base LLM.
+    assert "aux_loss" in (tmp_path / "split/metrics.csv").read_text().splitlines()[0]
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    # The state holds what trains (LoRA, routers, the head), never the frozen LM's weights.
     state = torch.load(tmp_path / "split/train_state/state.pt", weights_only=False)
     assert state["step"] == 6 and any("lora_" in k for k in state["trainable"])
-    assert not any("base_layer" in k and "lora" not in k for k in state["trainable"])
+    assert any("router" in k for k in state["trainable"])
+    assert not any("base_layer" in k or "embed_tokens" in k for k in {**state["trainable"], **state["buffers"]})
 
 
 def test_resume_without_a_state_names_the_missing_file(tmp_path):
@@ -85,8 +91,8 @@ def test_resume_from_a_torn_state_names_the_file(tmp_path):
 @pytest.mark.slow
 def test_two_accelerate_processes_end_with_identical_weights(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` with device cpu (torchrun + gloo on loopback; accelerate's
-    own `--cpu` starts one process unless MPI is set up) runs Stage I, Stage II and Pose-DiT; both
-    processes end with the same weights, and the weights moved."""
+    own `--cpu` starts one process unless MPI is set up) trains Pose-DiT on the light encoder and on the lm
+    encoder with a trained 3D-MoE top; both processes end with the same weights, and the weights moved."""
     with socket.socket() as s:  # a free loopback port for the process group
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -98,12 +104,15 @@ def test_two_accelerate_processes_end_with_identical_weights(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (json.loads((tmp_path / f"digest_{r}.json").read_text()) for r in (0, 1))
     assert rank0["processes"] == 2 and rank0 == rank1
-    # Each optimiser step saw 2 processes × batch_size samples: 3 steps of 2 QA items, 3 of 8 plans.
-    rows = list(csv.DictReader((tmp_path / "pd/metrics.csv").open()))
-    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    # Each optimiser step saw 2 processes × batch_size samples: 3 steps of 8 plans.
+    for run in ("pd", "top"):
+        rows = list(csv.DictReader((tmp_path / run / "metrics.csv").open()))
+        assert [int(r["step"]) for r in rows] == [1, 2, 3]
     fresh = Policy(Policy.from_pretrained(tmp_path / "pd/checkpoint").config)
     trained = Policy.from_pretrained(tmp_path / "pd/checkpoint")
     assert not all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values()))
+    top = Policy.from_pretrained(tmp_path / "top/checkpoint").state_dict()
+    assert any("router" in k and v.abs().sum() > 0 for k, v in top.items())
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():

@@ -1,4 +1,4 @@
-"""Captions and question–answer pairs about tabletop scenes, for Stage I (captions) and Stage II (QA),
+"""Captions and question–answer pairs about tabletop scenes (Stage II trains on the questions),
 balanced so that a question alone does not give its answer away.
 
 The simulator knows every object (kind, colour, size, pose), so questions are written from that
@@ -216,7 +216,7 @@ def region(position: np.ndarray, margin: float = 0.02) -> str | None:
 
 def scene_caption(objects: Sequence[SceneObject], rng: np.random.Generator, relations: int = 2,
                   margin: float = 0.05) -> str:
-    """Objects grouped by kind, what is stacked or contained, then a few left/right facts: Stage I's target."""
+    """Objects grouped by kind, what is stacked or contained, then a few left/right facts."""
     kinds = Counter(o.kind for o in objects)
     parts = []
     for kind, n in sorted(kinds.items()):
@@ -555,7 +555,7 @@ def generate(out: str | Path, tasks: Sequence[str], seeds: Sequence[int], split:
 
 
 class QADataset(Sequence):
-    """(Cloud, question, answer) items of a qa.jsonl; `kinds` selects e.g. ["caption"] for Stage I."""
+    """(Cloud, question, answer) items of a qa.jsonl; `kinds` selects some kinds (e.g. ["caption"])."""
 
     def __init__(self, path: str | Path, kinds: Sequence[str] | None = None):
         path = Path(path)

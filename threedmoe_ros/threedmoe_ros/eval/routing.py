@@ -1,10 +1,17 @@
-"""Expert routing of a 3D-MoE LLM: which experts each MoE layer uses, and how decided its router is,
-over all tokens and separately for the 3D (object) tokens and the text tokens.
+"""Expert routing of the 3D-MoE's trained top: which experts each MoE layer uses, and how decided its router
+is, over all tokens and separately for the 3D object tokens and the text tokens.
 
     threedmoe-routing --checkpoint runs/stage2/checkpoint --data data_out/qa --items 50 --out runs/routing
+    threedmoe-routing --checkpoint runs/lm_moe/checkpoint --data data_out/qa    # a policy with a trained top
 
-writes routing.json (per token kind and layer: expert fractions, mean router probabilities, entropy
-and tokens) and one PNG per token kind (routing_all.png, routing_3d.png, routing_text.png).
+--checkpoint is a Stage II checkpoint (threedmoe-train-stage2's OUT/checkpoint) or a policy checkpoint whose lm
+encoder has a trained top with experts (threedmoe-train-pose-dit --encoder lm --lm-tune-layers N --lm-moe ...).
+The first --items questions of --data (a qa.jsonl directory or a compact file of threedmoe-train-stage2
+--export-inputs; captions left out) run once through the frozen layers, as Stage II caches them (prompt, objects
+and the answer), then through the top once per token kind, each MoE layer recording only that kind: the object
+tokens (3d) or the rest of the sequence, the prompt's words and the answer (text). Writes routing.json (per token
+kind and decoder layer: expert fractions, mean router probabilities, entropy and tokens) and one PNG per token
+kind (routing_all.png, routing_3d.png, routing_text.png).
 """
 
 from __future__ import annotations
@@ -57,46 +64,77 @@ def plot_routing(stats: dict[int, RouterStats], path: str | Path, title: str = "
     return path
 
 
-def token_kinds(model, clouds, texts) -> dict:
-    """{kind: (B, L) bool}: which positions of model.build_inputs(clouds, texts) are real tokens, which
-    are 3D object tokens (spliced in at the prompt's <3d>) and which are text. Left padding as there."""
+def read_checkpoint(path: str | Path):
+    """The 3D-MoE of a Stage II checkpoint (encoder_config.json + encoder.safetensors) or of an lm policy
+    checkpoint (config.json + model.safetensors); CheckpointError naming what is wrong."""
+    from threedmoe_ros.models.checkpoint import CheckpointError
+    from threedmoe_ros.train.stage2 import ENCODER_CONFIG, read_encoder
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is not a directory; give a Stage II checkpoint "
+                              "(threedmoe-train-stage2 OUT/checkpoint) or an lm policy checkpoint")
+    if (path / ENCODER_CONFIG).is_file():
+        return read_encoder(path)
+    from threedmoe_ros.policy import CONFIG_NAME, Policy
+
+    if not (path / CONFIG_NAME).is_file():
+        raise CheckpointError(f"{path} holds neither {ENCODER_CONFIG} (a Stage II checkpoint) nor {CONFIG_NAME} "
+                              "(a policy checkpoint)")
+    policy = Policy.from_pretrained(path)
+    if policy.config.encoder != "lm":
+        raise CheckpointError(f"{path} is a {policy.config.encoder!r} policy; routing reads the experts of an 'lm' "
+                              "policy's trained top")
+    return policy.encoder
+
+
+def token_kinds(samples: list) -> dict:
+    """{kind: (B, L) bool} over the left-padded batch the top runs on (LMConditionEncoder._top): the real
+    tokens, the object tokens (each sample's LowerStates.objects_at, one per object) and the rest (text)."""
     import torch
 
-    inputs = model.build_inputs(clouds, texts)
-    real = inputs["attention_mask"].bool()
+    L = max(len(s.hidden) for s in samples)
+    real = torch.zeros(len(samples), L, dtype=torch.bool)
     is_3d = torch.zeros_like(real)
-    _, object_mask = model.encoder(clouds)  # (B, K)
-    length = real.shape[1]
-    for i, text in enumerate(texts):
-        before, after = model.prompt_ids(text)
-        n_obj = int(object_mask[i].sum())
-        start = length - (len(before) + n_obj + len(after)) + len(before)
-        is_3d[i, start:start + n_obj] = True
-    return inputs, {"all": real, "3d": is_3d, "text": real & ~is_3d}
+    for i, s in enumerate(samples):
+        start = L - len(s.hidden)
+        real[i, start:] = True
+        is_3d[i, start + s.objects_at: start + s.objects_at + len(s.objects.features)] = True
+    return {"all": real, "3d": is_3d, "text": real & ~is_3d}
 
 
-def routing_by_token_kind(model, items, progress: bool = True) -> dict[str, dict[int, RouterStats]]:
-    """Routing statistics over (cloud, question) items, one RoutingTally per token kind (one decoder
-    pass per kind: the MoE layers record only the tokens of the mask they are given)."""
+def routing_by_token_kind(encoder, samples: list, batch_size: int = 16,
+                          progress: bool = True) -> dict[str, dict[int, RouterStats]]:
+    """Routing statistics of the trained top over cached lower states (train/stage2.py's lower_states), one
+    RoutingTally per token kind, keyed by the decoder layer's index in the whole LM. One pass of the top per
+    kind and batch: a pre-hook hands every MoE layer the kind's mask, so it records only those tokens (the
+    padding mask the top sets for its balance loss is replaced just before the layer runs)."""
     import torch
     from tqdm import tqdm
 
-    from threedmoe_ros.models.moe import RoutingTally, set_token_mask
+    from threedmoe_ros.models.moe import RoutingTally, moe_layers
 
     tallies = {kind: RoutingTally() for kind in TOKEN_KINDS}
-    decoder = model._decoder()
-    with torch.no_grad():
-        for cloud, question in tqdm(items, desc="routing", unit="scene", disable=not progress):
-            inputs, kinds = token_kinds(model, [cloud], [question])
-            for kind, mask in kinds.items():
-                set_token_mask(model.llm, mask)
-                try:
-                    decoder(inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"],
-                            position_ids=inputs["position_ids"])
-                finally:
-                    set_token_mask(model.llm, None)
-                tallies[kind].update(model.llm)
-    return {kind: tally.stats() for kind, tally in tallies.items()}
+    current = {}
+
+    def record_only(module, args):
+        module.token_mask = current["mask"]
+
+    hooks = [m.register_forward_pre_hook(record_only) for _, m in moe_layers(encoder.top)]
+    try:
+        with torch.no_grad(), tqdm(total=len(samples), desc="routing", unit="question", disable=not progress) as bar:
+            for lo in range(0, len(samples), batch_size):
+                batch = samples[lo: lo + batch_size]
+                for kind, mask in token_kinds(batch).items():
+                    current["mask"] = mask.to(encoder.align.device)
+                    encoder._top(batch)
+                    tallies[kind].update(encoder.top)
+                bar.update(len(batch))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    cut = encoder.config.cut  # the top's layers are the LM's cut, cut + 1, ...
+    return {kind: {cut + layer: s for layer, s in tally.stats().items()} for kind, tally in tallies.items()}
 
 
 def to_json(groups: dict[str, dict[int, RouterStats]]) -> dict:
@@ -110,39 +148,51 @@ def to_json(groups: dict[str, dict[int, RouterStats]]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="threedmoe-routing", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="3D-MoE LLM checkpoint (threedmoe-train-stage2 writes OUT/checkpoint)")
-    parser.add_argument("--data", required=True, help="directory with qa.jsonl and its scenes (threedmoe-qa-data)")
-    parser.add_argument("--items", type=int, default=50, help="questions to route (the first N of qa.jsonl)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a Stage II checkpoint (threedmoe-train-stage2 OUT/checkpoint) or a policy checkpoint "
+                             "whose lm encoder has a trained top with experts")
+    parser.add_argument("--data", required=True, help="questions: a qa.jsonl directory (threedmoe-qa-data) or a "
+                                                      "compact file (threedmoe-train-stage2 --export-inputs)")
+    parser.add_argument("--items", type=int, default=50, help="questions to route (the first N, captions left out)")
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", default="runs/routing", help="where routing.json and the PNGs go")
-    parser.add_argument("--llm-path", default=None, help="base LM directory of a llama-3.2-1b checkpoint moved from another machine")
     args = parser.parse_args(argv)
-    if args.items < 1:
-        parser.error("--items must be >= 1")
+    if args.items < 1 or args.batch_size < 1:
+        parser.error("--items and --batch-size must be >= 1")
     try:
-        from threedmoe_ros.data.qa import QADataset
         from threedmoe_ros.models.checkpoint import CheckpointError
-        from threedmoe_ros.models.mm_llm import ThreeDMoELLM
+        from threedmoe_ros.models.moe import moe_layers
+        from threedmoe_ros.train.stage2 import Questions, lower_states
 
-        data = QADataset(args.data)
-        model = ThreeDMoELLM.from_pretrained(args.checkpoint, llm_path=args.llm_path)
+        encoder = read_checkpoint(args.checkpoint)
+        if encoder.top is None:
+            print(f"threedmoe-routing: {args.checkpoint} holds the frozen LM (tune_layers: 0); it has no trained top "
+                  "and no experts to route to", file=sys.stderr)
+            return 2
+        if not any(True for _ in moe_layers(encoder.top)):
+            print(f"threedmoe-routing: {args.checkpoint} has a dense top (moe: null); it has no experts to route to",
+                  file=sys.stderr)
+            return 2
+        data = Questions(args.data, encoder.light.config)
     except (FileNotFoundError, ValueError, CheckpointError) as exc:
         print(f"threedmoe-routing: {exc}", file=sys.stderr)
         return 2
-    if model.config.moe is None:
-        print(f"threedmoe-routing: {args.checkpoint} is a dense model (moe: null); it has no experts to route to",
-              file=sys.stderr)
+    data.records = data.records[: args.items]
+    if not data.records:
+        print(f"threedmoe-routing: {args.data} holds no questions", file=sys.stderr)
         return 2
-    items = [(data[i][0], data[i][1]) for i in range(min(args.items, len(data)))]
-    groups = routing_by_token_kind(model, items)
+    samples = lower_states(encoder, data, batch_size=args.batch_size)
+    groups = routing_by_token_kind(encoder, samples, args.batch_size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "routing.json").write_text(json.dumps({"checkpoint": str(args.checkpoint), "items": len(items),
-                                                  "routing": to_json(groups)}, indent=2) + "\n")
+    record = {"checkpoint": str(args.checkpoint), "items": len(samples), "moe": encoder.config.moe,
+              "top_layers": list(range(encoder.config.cut, encoder.config.layer)), "routing": to_json(groups)}
+    (out / "routing.json").write_text(json.dumps(record, indent=2) + "\n")
     names = {"all": "all tokens", "3d": "3D object tokens", "text": "text tokens"}
     for kind, stats in groups.items():
         if stats:
             plot_routing(stats, out / f"routing_{kind}.png", f"expert routing, {names[kind]}")
-    print(f"threedmoe-routing: {len(items)} questions; routing.json and routing_{{{','.join(groups)}}}.png in {out}/")
+    print(f"threedmoe-routing: {len(samples)} questions; routing.json and routing_{{{','.join(groups)}}}.png in {out}/")
     return 0
 
 

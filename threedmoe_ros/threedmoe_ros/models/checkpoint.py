@@ -1,7 +1,7 @@
 """The one way checkpoint files are written and read: all or nothing, and errors that name the file.
 
-Every checkpoint of the project (a policy's config.json and model.safetensors, the 3D-MoE LLM's
-encoder weights and adapter, a training run's state) goes through `atomic`: the writer writes a
+Every checkpoint of the project (a policy's config.json and model.safetensors, a Stage II encoder's
+config and weights, a training run's state) goes through `atomic`: the writer writes a
 temporary path beside the target, which replaces the target only when the writing finished, so a
 crash or a full disk never leaves a torn checkpoint behind. Readers raise `CheckpointError` saying
 which file is missing or corrupt.

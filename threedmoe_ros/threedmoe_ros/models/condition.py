@@ -1,15 +1,14 @@
 """The condition interface between a scene+instruction encoder and the Pose-DiT head.
 
 Pose-DiT cross-attends to a condition sequence (B, K, D). Who fills it is not the head's business:
-the light development encoder, or the 3D-MoE LLM (final-token hidden state, K=1, as in the paper;
-or all hidden states). Every encoder implements this one face.
+the light development encoder, or the 3D-MoE (models/lm_condition.py: the LM's states of the object and
+instruction tokens beside the light encoder's). Every encoder implements this one face.
 """
 
 from __future__ import annotations
 
 import abc
-from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -41,18 +40,6 @@ class ConditionEncoder(nn.Module, abc.ABC):
     """
 
     cond_dim: int
-    # Where the encoder's weights live in a policy checkpoint. False: they are part of the policy's state,
-    # in its model.safetensors. True: the encoder has a checkpoint format of its own (`save_pretrained`,
-    # `from_pretrained`), kept in the policy's encoder/ directory: the 3D-MoE LLM, whose base LM is
-    # rebuilt from its preset and never copied.
-    saves_itself: ClassVar[bool] = False
-
-    def save_pretrained(self, path: str | Path) -> Path:
-        raise NotImplementedError(f"{type(self).__name__} has no checkpoint of its own: its weights are the policy's")
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> "ConditionEncoder":
-        raise NotImplementedError(f"{cls.__name__} has no checkpoint of its own: its weights are the policy's")
 
     @abc.abstractmethod
     def forward(self, clouds: list[Cloud], instructions: list[str]) -> Condition | tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""A light ConditionEncoder for developing the Pose-DiT head before the 3D-MoE LLM is ready.
+"""A light ConditionEncoder: the Pose-DiT head's condition without a language model (and the 3D-MoE's explicit side).
 
 Scene → one token per object, as data/objects.py groups the cloud (instance labels when present,
 its segmentation otherwise; reading order either way). A token's features are centroid, extent, mean

@@ -428,25 +428,6 @@ def _moe_settings(model: nn.Module) -> dict:
     return {}
 
 
-def unshare_experts(model: nn.Module) -> nn.Module:
-    """Give every expert its own copy of the base weights (needed before merging LoRA into them).
-
-    With shared weights a merge would add expert 0's delta into the weight every expert reads.
-    """
-    for _, moe in moe_layers(model):
-        seen: set[int] = set()
-        for expert in moe.experts:
-            for p in FFN_PROJECTIONS:
-                lin = getattr(expert, p)
-                lin = getattr(lin, "base_layer", lin)  # under peft the nn.Linear is base_layer
-                if id(lin.weight) in seen:
-                    lin.weight = nn.Parameter(lin.weight.detach().clone(), requires_grad=lin.weight.requires_grad)
-                    if lin.bias is not None:
-                        lin.bias = nn.Parameter(lin.bias.detach().clone(), requires_grad=lin.bias.requires_grad)
-                seen.add(id(lin.weight))
-    return model
-
-
 @dataclass
 class ParamCount:
     """Parameters by storage: shared tensors counted once."""

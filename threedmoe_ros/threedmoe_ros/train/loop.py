@@ -1,4 +1,4 @@
-"""The one training loop: Stage I, Stage II and Pose-DiT all train through `fit`, on Hugging Face accelerate.
+"""The one training loop: Pose-DiT, Stage II and the object encoder all train through `fit`, on Hugging Face accelerate.
 
     threedmoe-train-pose-dit --data DIR --out runs/pose_dit                      # one process, CPU or GPU
     accelerate launch --num_processes 4 -m threedmoe_ros.train.pose_dit --data DIR --out runs/pose_dit
@@ -6,7 +6,7 @@
 
 A stage hands `fit` a module whose `forward(batch)` returns (loss, info: dict of floats), a dataset,
 a collate function and an `export` that writes the stage's own checkpoint (Policy.save_pretrained,
-ThreeDMoELLM.save_pretrained). The loop owns the rest, once for every stage:
+Stage II's encoder config and weights). The loop owns the rest, once for every stage:
   - AdamW on the parameters that require grad; linear warm-up then cosine decay to min_lr_ratio;
     gradient clipping; gradient accumulation; accelerate's mixed precision (bf16, fp16 on CUDA).
   - Data order: every epoch is a permutation seeded by (seed, epoch), cut into global batches of
@@ -18,8 +18,8 @@ ThreeDMoELLM.save_pretrained). The loop owns the rest, once for every stage:
     weights and persistent buffers, optimiser, scheduler, EMA, step, and each process's RNG), both
     written under temporary names and renamed, so a crash never leaves a torn checkpoint. `resume`
     continues from train_state/ to the same loss curve an uninterrupted run draws.
-Frozen weights are never in train_state/: they are rebuilt from the stage's config (the base LLM
-from its preset), which is why a 3D-MoE run's state is megabytes.
+Frozen weights are never in train_state/: they are rebuilt from the stage's config (the base LM
+from its preset), which is why the state of a run that tunes the 3D-MoE's top is megabytes.
 """
 
 from __future__ import annotations

@@ -5,8 +5,6 @@
     threedmoe-train-pose-dit --synthetic 2000 --out /tmp/run            # no data needed
     threedmoe-train-pose-dit --data DIR --out runs/lm --encoder lm --init-from LIGHT_CHECKPOINT   # the LM policy
     threedmoe-train-pose-dit --data DIR --out runs/x --export-inputs inputs.pt   # compact file for a GPU host
-    threedmoe-train-pose-dit --data DIR --out runs/pose_dit_3dmoe --encoder 3dmoe \
-        --encoder-checkpoint runs/stage2/checkpoint --condition all_hidden --regime frozen
     accelerate launch --num_processes 4 -m threedmoe_ros.train.pose_dit --data DIR --out runs/pose_dit
 
 The training set is any torch Dataset whose items are (cloud: Cloud, instruction: str,
@@ -16,12 +14,10 @@ through the factory named by `--dataset-factory` (module:callable taking the dir
 data.dataset.EpisodeDataset, whose samples carry .cloud/.instruction/.plan).
 
 What a run leaves in --out:
-  checkpoint/    the policy (config.json + model.safetensors, and for the 3D-MoE encoder its own
-                 checkpoint in encoder/; EMA weights when EMA is on), what Policy.from_pretrained
-                 and the policy node load
+  checkpoint/    the policy (config.json + model.safetensors; EMA weights when EMA is on), what
+                 Policy.from_pretrained and the policy node load
   train_state/   optimiser, step, trainable weights, EMA and RNG state: what --resume continues from
   train.json     the training settings; metrics.csv, tb/ (TensorBoard) and curves.png the curves
-  condition_cache.pt  the frozen 3D-MoE encoder's condition of every sample (--regime frozen)
   encoder_inputs.pt   the lm encoder's objects and LM states of every sample (--encoder lm; or --encoder-inputs)
 The loop, its options and multi-process training are train/loop.py's.
 """
@@ -46,7 +42,7 @@ from threedmoe_ros.models.light_encoder import LightEncoderConfig
 from threedmoe_ros.models.pose_codec import PoseCodecConfig
 from threedmoe_ros.models.pose_dit import PoseDiTConfig
 from threedmoe_ros.models.schedulers import SCHEDULERS
-from threedmoe_ros.policy import ENCODERS, Policy, PolicyConfig, encoder_entry, load_encoder
+from threedmoe_ros.policy import ENCODERS, Policy, PolicyConfig
 from threedmoe_ros.data.synthetic import SyntheticPickPlace
 from threedmoe_ros.train.loop import LoopConfig, add_config_arguments, config_from_arguments, fit
 from threedmoe_ros.types import Cloud, as_plan
@@ -70,8 +66,8 @@ class TrainConfig(LoopConfig):
     # Decode every episode once and keep samples in memory with clouds thinned to this many points
     # (object points always kept); 0 reads bags on demand (slow: samples are drawn in random order).
     cache_points: int = 4096
-    # Condition encoder, one of policy.ENCODERS: light (trained with the head), lm (the frozen LM's states beside
-    # the light encoder's features, models/lm_condition.py) or 3dmoe (the 3D-MoE LLM of --encoder-checkpoint).
+    # Condition encoder, one of policy.ENCODERS: light (trained with the head) or lm (the 3D-MoE: the LM's states
+    # beside the light encoder's features, models/lm_condition.py).
     encoder: str = "light"
     # lm only: the LM preset, the decoder layer whose states the head reads, the prompt order, which states it reads
     # (objects, instruction or both), and how many simulator scenes fit the object-token alignment.
@@ -91,14 +87,6 @@ class TrainConfig(LoopConfig):
     # lm only: where the precomputed LM states are kept (default OUT/encoder_inputs.pt); runs that share
     # data and LM settings can share the file, since the LM runs once per sample.
     encoder_inputs: str | None = None
-    # The checkpoint of an encoder that keeps its own (--encoder 3dmoe: Stage II's checkpoint/).
-    encoder_checkpoint: str | None = None
-    # What of the LLM conditions the head: final_token (the paper's: the last prompt token's hidden
-    # state) or all_hidden (the hidden states of the 3D object tokens and the instruction).
-    condition: str = "final_token"
-    # 3dmoe only. frozen: the LLM is fixed and its condition computed once per sample and cached, so
-    # the head trains at light-encoder speed; joint: LoRA, routers and projection train with the head.
-    regime: str = "frozen"
     # Start from this policy checkpoint's weights and config (fine-tuning on new data); ignored with
     # --resume. --top-color may widen its light encoder: the new inputs start at zero weight, so the
     # widened policy plans exactly as the checkpoint did before the first step.
@@ -128,15 +116,6 @@ class TrainConfig(LoopConfig):
             raise ValueError(f"--encoder must be one of {', '.join(sorted(ENCODERS))}, got {self.encoder!r}")
         if self.lm_read not in LM_READ:
             raise ValueError(f"--lm-read must be one of {sorted(LM_READ)}, got {self.lm_read!r}")
-        if encoder_entry(self.encoder)[1].saves_itself:
-            if not self.encoder_checkpoint:
-                raise ValueError(f"--encoder {self.encoder} needs --encoder-checkpoint DIR (for 3dmoe, a Stage II checkpoint/)")
-            if self.init_from is not None:
-                raise ValueError(f"--init-from starts a policy whose encoder trains with it; the {self.encoder} encoder "
-                                 "comes from --encoder-checkpoint")
-        if self.condition not in ("final_token", "all_hidden") or self.regime not in ("frozen", "joint"):
-            raise ValueError(f"--condition must be final_token or all_hidden and --regime frozen or joint, "
-                             f"got {self.condition!r}, {self.regime!r}")
 
 
 # ----- data ---------------------------------------------------------------------------------------
@@ -247,72 +226,11 @@ def cached_items(cfg: TrainConfig, path: Path, stamp: dict, compute) -> Items:
     return Items(items if items is not None else torch.load(path, weights_only=False)["items"])
 
 
-def frozen_conditions(encoder):
-    """fn for `precompute`: the frozen 3D-MoE encoder's Condition of each sample, trailing padding cut and
-    tokens in float16 (half the cache; the head computes in float32, collate_cached casts back)."""
-    from threedmoe_ros.models.condition import Condition
-
-    def fn(clouds: list, instructions: list[str]) -> list:
-        cond = Condition.of(encoder(clouds, instructions))
-        out = []
-        for b in range(len(clouds)):
-            keep = int(cond.mask[b].nonzero().max()) + 1
-            one = Condition(*(None if x is None else x[b, :keep].cpu() for x in cond))
-            out.append(one._replace(tokens=one.tokens.half()))
-        return out
-
-    return fn
-
-
-def cached_conditions(cfg: TrainConfig, policy: Policy, dataset: Dataset, progress: bool) -> Items:
-    """The frozen 3D-MoE encoder's conditions of `dataset`, kept in OUT/condition_cache.pt (the frozen regime)."""
-    policy.encoder.eval()
-    stamp = {"encoder_checkpoint": str(Path(cfg.encoder_checkpoint).resolve()), "condition": cfg.condition,
-             "samples": len(dataset), "data": cfg.data, "recovery_data": list(cfg.recovery_data)}
-    return cached_items(cfg, Path(cfg.out) / "condition_cache.pt", stamp,
-                        lambda: precompute(dataset, frozen_conditions(policy.encoder), 8, "condition cache", progress))
-
-
-def collate_cached(samples: list[tuple], horizon: int) -> dict:
-    """collate_plans for Items of frozen conditions: the batch carries the padded condition, not clouds."""
-    from threedmoe_ros.models.condition import Condition
-
-    batch = collate_plans([(None, instruction, plan) for _, instruction, plan in samples], horizon)
-    conds = [s[0] for s in samples]
-    K = max(c.tokens.shape[0] for c in conds)
-
-    def pad(values: list, fill=0) -> torch.Tensor | None:
-        if values[0] is None:
-            return None
-        out = values[0].new_full((len(values), K, *values[0].shape[1:]), fill)
-        for b, v in enumerate(values):
-            out[b, : len(v)] = v
-        return out
-
-    batch["condition"] = Condition(pad([c.tokens.float() for c in conds]), pad([c.mask for c in conds], False),
-                                   pad([c.anchors for c in conds]), pad([c.boxes for c in conds]),
-                                   pad([c.anchor_mask for c in conds], False))
-    return batch
-
-
 # ----- training -----------------------------------------------------------------------------------
 
 def build_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
-    """The policy to train, its encoder the registered one cfg.encoder names (policy.ENCODERS). An encoder
-    that keeps a checkpoint of its own (the 3D-MoE LLM) is loaded from cfg.encoder_checkpoint as a policy
-    checkpoint loads it, with the condition asked for and its parameters trainable as the regime says;
-    the others are built from their config (the light encoder's, or the lm encoder's from the lm flags)."""
-    if encoder_entry(cfg.encoder)[1].saves_itself:
-        encoder = load_encoder(cfg.encoder, cfg.encoder_checkpoint)
-        encoder.config.condition = cfg.condition
-        policy_config = dataclasses.replace(policy_config, encoder=cfg.encoder,
-                                            encoder_config=dataclasses.asdict(encoder.config))
-        policy = Policy(policy_config, encoder=encoder)
-        if cfg.regime == "frozen":
-            encoder.requires_grad_(False)
-        else:
-            encoder.configure_stage(2)  # LoRA, routers and the projection, as in Stage II
-        return policy
+    """The policy to train, its encoder the registered one cfg.encoder names (policy.ENCODERS), built from its
+    config: the light encoder's, or the lm encoder's from the lm flags."""
     if cfg.encoder == "lm":
         return build_lm_policy(cfg, policy_config)
     return Policy(dataclasses.replace(policy_config, encoder_config={**policy_config.encoder_config, **object_settings(cfg)}))
@@ -507,9 +425,6 @@ def train(cfg: TrainConfig, policy_config: PolicyConfig, dataset: Dataset, resum
     if cfg.encoder == "light":  # the objects of every sample, grouped once (segmentation and a frozen encoder are slow)
         dataset = precomputed_objects(cfg, policy, dataset, progress)
         collate = functools.partial(collate_precomputed, horizon=policy.config.head.horizon)
-    if policy.encoder.saves_itself and cfg.regime == "frozen":
-        dataset = cached_conditions(cfg, policy, dataset, progress)
-        collate = functools.partial(collate_cached, horizon=policy.config.head.horizon)
     result = fit(cfg, policy, dataset, collate, lambda model, path: model.save_pretrained(path), resume=resume,
                  progress=progress, stop_after=stop_after, name="pose-dit")
     from accelerate import PartialState
@@ -614,8 +529,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, PolicyConfig
         policy_config = PolicyConfig(codec=codec, head=head, scheduler=a.scheduler, scheduler_config=scheduler_config)
     except ValueError as e:
         p.error(str(e))
-    if cfg.encoder_checkpoint and not Path(cfg.encoder_checkpoint).is_dir():
-        p.error(f"--encoder-checkpoint {cfg.encoder_checkpoint} is not a directory; give a Stage II checkpoint/")
     return cfg, policy_config, a
 
 
