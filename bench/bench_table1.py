@@ -46,12 +46,12 @@ LABELS = {"prior": "blind prior", "frozen": "frozen LM", "no-3d": "no-3D (MoE x4
           "moe-e2": "MoE x2 + LoRA", "moe-e4": "MoE x4 + LoRA"}
 
 
-def routing(encoder, path: str, batch_size: int = 32) -> dict:
+def routing(encoder, path: str, no_3d: bool = False, batch_size: int = 32) -> dict:
     """Routing of the trained top over every held-out question: per layer, entropy (nats and / log E) and shares."""
     from threedmoe_ros.models.moe import RoutingTally, routing_entropy_max
     from threedmoe_ros.train.stage2 import Questions, lower_states
 
-    states = lower_states(encoder, Questions(path, encoder.light.config), progress=False)
+    states = lower_states(encoder, Questions(path, encoder.light.config), no_3d, progress=False)
     tally = RoutingTally()
     with torch.no_grad():
         for lo in range(0, len(states), batch_size):
@@ -84,7 +84,7 @@ def run_row(row: str, args) -> dict:
         result = {"train": summary}
     result["eval"] = score(encoder, Questions(args.test, encoder.light.config), no_3d=not scene)
     if moe not in (None, "dense"):
-        result["routing"] = routing(encoder, args.test)
+        result["routing"] = routing(encoder, args.test, no_3d=not scene)
     result["seconds"] = time.perf_counter() - t0
     return result
 

@@ -10,7 +10,7 @@ default by default), so a Stage II encoder plugs into that policy. The frozen lo
 (cached in OUT/qa_states.pt, or --states, shared by runs with the same data, cut and object tokens); then each
 step runs only the top: its loss is the LM loss on the answer plus the experts' Switch balance loss.
 The loop is train/loop.py's. The checkpoint (OUT/checkpoint) holds the encoder's config and weights:
-what `threedmoe-train-pose-dit --init-encoder` starts a policy's encoder from.
+what `threedmoe-train-pose-dit --lm-init-top` starts a policy's trained top from.
 """
 
 from __future__ import annotations
