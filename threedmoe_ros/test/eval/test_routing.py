@@ -14,7 +14,6 @@ from threedmoe_ros.data.qa import SceneObject, scene_questions
 from threedmoe_ros.eval.routing import main as routing
 from threedmoe_ros.models.lm_condition import LMConditionConfig, LMConditionEncoder
 from threedmoe_ros.policy import Policy, PolicyConfig
-from threedmoe_ros.train.stage2 import save_encoder
 
 TOP = {"llm": "tiny", "layer": 2, "tune_layers": 1, "moe": "e2-top2", "lora": "tiny"}
 
@@ -42,7 +41,7 @@ def qa_dir(tmp_path):
 
 
 def test_routing_of_a_stage2_checkpoint_splits_3d_and_text_tokens(qa_dir, tmp_path):
-    checkpoint = save_encoder(encoder(), tmp_path / "ckpt")
+    checkpoint = encoder().save_pretrained(tmp_path / "ckpt")
     out = tmp_path / "routing"
     assert routing(["--checkpoint", str(checkpoint), "--data", str(qa_dir), "--items", "2", "--batch-size", "1",
                     "--out", str(out)]) == 0
@@ -68,7 +67,7 @@ def test_routing_of_a_stage2_checkpoint_splits_3d_and_text_tokens(qa_dir, tmp_pa
 
 def test_a_policy_with_a_trained_top_routes_as_its_encoder_does(qa_dir, tmp_path):
     enc = encoder()
-    save_encoder(enc, tmp_path / "ckpt")
+    enc.save_pretrained(tmp_path / "ckpt")
     Policy(PolicyConfig(encoder="lm", encoder_config=TOP), encoder=enc).save_pretrained(tmp_path / "policy")
     for name in ("ckpt", "policy"):
         assert routing(["--checkpoint", str(tmp_path / name), "--data", str(qa_dir), "--items", "3",
@@ -80,7 +79,7 @@ def test_a_policy_with_a_trained_top_routes_as_its_encoder_does(qa_dir, tmp_path
 
 
 def test_a_model_without_experts_or_a_missing_checkpoint_is_a_message(qa_dir, tmp_path, capsys):
-    save_encoder(encoder(moe=None), tmp_path / "dense")
+    encoder(moe=None).save_pretrained(tmp_path / "dense")
     frozen = {"llm": "tiny", "layer": 2}
     Policy(PolicyConfig(encoder="lm", encoder_config=frozen),
            encoder=LMConditionEncoder(LMConditionConfig(**frozen))).save_pretrained(tmp_path / "frozen")

@@ -112,7 +112,8 @@ def test_stage2_cli_trains_saves_and_scores(tmp_path):
     """threedmoe-train-stage2 on simulator questions, from an lm policy checkpoint: a checkpoint that reloads
     with the same answers, and EM@1 on held-out questions in eval.json."""
     from threedmoe_ros.data.qa import generate
-    from threedmoe_ros.train.stage2 import Questions, main as stage2, read_encoder, score
+    from threedmoe_ros.models.lm_condition import LMConditionEncoder
+    from threedmoe_ros.train.stage2 import Questions, main as stage2, score
 
     clouds, _ = scenes(1)
     enc = aligned(tiny_encoder(), clouds)
@@ -125,7 +126,7 @@ def test_stage2_cli_trains_saves_and_scores(tmp_path):
     result = json.loads((tmp_path / "s2" / "eval.json").read_text())
     assert result["eval"]["n"] > 0 and set(result["eval"]["per_kind"]) <= {
         "exists", "count", "color", "size", "relation", "on_top", "inside", "position", "refer"}
-    encoder = read_encoder(tmp_path / "s2" / "checkpoint")
+    encoder = LMConditionEncoder.from_pretrained(tmp_path / "s2" / "checkpoint")
     again = score(encoder, Questions(tmp_path / "qa", encoder.light.config), progress=False)
     assert [p["prediction"] for p in again["predictions"]] == [p["prediction"] for p in result["eval"]["predictions"]]
     # The compact file a GPU host reads: the same questions and objects, no clouds, the same answers.
@@ -138,4 +139,4 @@ def test_stage2_cli_trains_saves_and_scores(tmp_path):
     from threedmoe_ros.models.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="encoder.safetensors"):
-        read_encoder(tmp_path / "s2" / "checkpoint")
+        LMConditionEncoder.from_pretrained(tmp_path / "s2" / "checkpoint")

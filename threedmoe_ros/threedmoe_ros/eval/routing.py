@@ -68,14 +68,14 @@ def read_checkpoint(path: str | Path):
     """The 3D-MoE of a Stage II checkpoint (encoder_config.json + encoder.safetensors) or of an lm policy
     checkpoint (config.json + model.safetensors); CheckpointError naming what is wrong."""
     from threedmoe_ros.models.checkpoint import CheckpointError
-    from threedmoe_ros.train.stage2 import ENCODER_CONFIG, read_encoder
+    from threedmoe_ros.models.lm_condition import CONFIG_NAME as ENCODER_CONFIG, LMConditionEncoder
 
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} is not a directory; give a Stage II checkpoint "
                               "(threedmoe-train-stage2 OUT/checkpoint) or an lm policy checkpoint")
     if (path / ENCODER_CONFIG).is_file():
-        return read_encoder(path)
+        return LMConditionEncoder.from_pretrained(path)
     from threedmoe_ros.policy import CONFIG_NAME, Policy
 
     if not (path / CONFIG_NAME).is_file():

@@ -30,8 +30,10 @@ the LM once per sample (train/pose_dit.py keeps them), not once per step.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +45,8 @@ from threedmoe_ros.models.light_encoder import LightConditionEncoder, LightEncod
 from threedmoe_ros.types import Cloud
 
 ORDERS = ("instruction_first", "objects_first")
+CONFIG_NAME = "encoder_config.json"  # a 3D-MoE of its own (Stage II's checkpoint): config and weights, never the LM's
+WEIGHTS_NAME = "encoder.safetensors"
 SYSTEM = "You are a robot arm at a tabletop. The user names objects; the objects on the table follow."
 
 
@@ -468,3 +472,27 @@ class LMConditionEncoder(ConditionEncoder):
         self.align.copy_(A.float())
         self._prefixes.clear()
         return float((X @ A - Y).norm() / Y.norm())
+
+    # ----- checkpoints (a 3D-MoE apart from a policy: Stage II's) --------------------------------
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Config and weights (alignment, projections, a trained top's LoRA, routers and norm; never the LM's own)."""
+        from threedmoe_ros.models.checkpoint import save_tensors, write_json
+
+        path = Path(path)
+        save_tensors(self.state_dict(), path / WEIGHTS_NAME)
+        write_json(dataclasses.asdict(self.config), path / CONFIG_NAME)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "LMConditionEncoder":
+        """A directory save_pretrained wrote; CheckpointError naming the file that is missing or does not fit."""
+        from threedmoe_ros.models.checkpoint import CheckpointError, load_module, read_json
+
+        path = Path(path)
+        raw = read_json(path / CONFIG_NAME, "3D-MoE config (write one with threedmoe-train-stage2)")
+        try:
+            encoder = cls(LMConditionConfig(**raw))
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path / CONFIG_NAME} is not a valid 3D-MoE config: {e}") from None
+        load_module(encoder, path / WEIGHTS_NAME)
+        return encoder.eval()

@@ -264,9 +264,9 @@ def build_lm_policy(cfg: TrainConfig, policy_config: PolicyConfig) -> Policy:
         policy_config = dataclasses.replace(policy_config, encoder_config={**policy_config.encoder_config, **top})
     policy = Policy(policy_config)
     if cfg.lm_init_top:
-        from threedmoe_ros.train.stage2 import read_encoder
+        from threedmoe_ros.models.lm_condition import LMConditionEncoder
 
-        stage2 = read_encoder(cfg.lm_init_top)
+        stage2 = LMConditionEncoder.from_pretrained(cfg.lm_init_top)
         if stage2.config.cut != policy.encoder.config.cut or stage2.config.moe != policy.encoder.config.moe:
             raise ValueError(f"--lm-init-top {cfg.lm_init_top} has another top (cut {stage2.config.cut}, "
                              f"{stage2.config.moe}) than this run (cut {policy.encoder.config.cut}, {policy.encoder.config.moe})")

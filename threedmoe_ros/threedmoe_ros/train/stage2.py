@@ -26,14 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from threedmoe_ros.models.checkpoint import CheckpointError, atomic, read_json, save_tensors, write_json
+from threedmoe_ros.models.checkpoint import CheckpointError, atomic
 from threedmoe_ros.models.light_encoder import ObjectInputs
 from threedmoe_ros.models.lm_condition import LMConditionConfig, LMConditionEncoder
 from threedmoe_ros.train.loop import LoopConfig, add_config_arguments, config_from_arguments, fit
-
-ENCODER_CONFIG = "encoder_config.json"
-ENCODER_WEIGHTS = "encoder.safetensors"
-
 
 @dataclass
 class Stage2Config(LoopConfig):
@@ -187,26 +183,6 @@ class QAObjective(nn.Module):
         return loss, info
 
 
-def save_encoder(encoder: LMConditionEncoder, path: Path) -> Path:
-    save_tensors(encoder.state_dict(), path / ENCODER_WEIGHTS)
-    write_json(dataclasses.asdict(encoder.config), path / ENCODER_CONFIG)
-    return path
-
-
-def read_encoder(path: str | Path) -> LMConditionEncoder:
-    """A Stage II checkpoint; CheckpointError naming the file that is missing or does not fit."""
-    from threedmoe_ros.models.checkpoint import load_module
-
-    path = Path(path)
-    raw = read_json(path / ENCODER_CONFIG, "Stage II encoder config (write one with threedmoe-train-stage2)")
-    try:
-        encoder = LMConditionEncoder(LMConditionConfig(**raw))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path / ENCODER_CONFIG} is not a valid 3D-MoE config: {e}") from None
-    load_module(encoder, path / ENCODER_WEIGHTS)
-    return encoder.eval()
-
-
 def train(cfg: Stage2Config, progress: bool = True) -> tuple[LMConditionEncoder, dict]:
     """Stage II: cache the frozen layers' states once, train the top, save OUT/checkpoint, score --eval-data."""
     from threedmoe_ros.train.pose_dit import Items
@@ -230,7 +206,7 @@ def train(cfg: Stage2Config, progress: bool = True) -> tuple[LMConditionEncoder,
         with atomic(states_path) as tmp:  # runs in parallel may read it
             torch.save({"stamp": stamp, "items": items}, tmp)
     result = fit(cfg, QAObjective(encoder), Items(items), collate=list,
-                 export=lambda model, path: save_encoder(model.encoder, path), progress=progress, name="stage2")
+                 export=lambda model, path: model.encoder.save_pretrained(path), progress=progress, name="stage2")
     summary = {"steps": result.steps, "seconds": result.seconds, "samples": result.samples,
                "samples_per_s": result.samples / max(result.seconds, 1e-9), "trainable_params": result.trainable_params}
     if cfg.eval_data:
