@@ -91,7 +91,7 @@ def run_row(row: str, args) -> dict:
 
 def report(args) -> dict:
     from threedmoe_ros.data.qa import blind_prior, chance
-    from threedmoe_ros.eval.qa_metrics import exact_match
+    from threedmoe_ros.data.qa_metrics import exact_match
     from threedmoe_ros.models.lm_condition import LMConditionConfig
     from threedmoe_ros.train.stage2 import Questions
 

@@ -153,7 +153,7 @@ def score(encoder: LMConditionEncoder, data: Questions, no_3d: bool = False, bat
     """Greedy answers to every question of `data`: EM@1 overall and per kind, with the predictions."""
     from tqdm import tqdm
 
-    from threedmoe_ros.eval.qa_metrics import exact_match
+    from threedmoe_ros.data.qa_metrics import exact_match
 
     encoder.eval()
     predictions = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from threedmoe_ros.eval.qa_metrics import (
+from threedmoe_ros.data.qa_metrics import (
     bleu4, caption_tokens, cider, exact_match, meteor, normalize_answer, qa_metrics, refined_exact_match, rouge_l,
 )
 
