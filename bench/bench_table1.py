@@ -65,6 +65,53 @@ def routing(encoder, path: str, no_3d: bool = False, batch_size: int = 32) -> di
     return out
 
 
+def linear_probe(Xtr: np.ndarray, ytr: list, Xte: np.ndarray, yte: list, weight_decay: float = 1e-2) -> float:
+    """Accuracy of a multinomial logistic regression (standardised features, L-BFGS) fitted on (Xtr, ytr)."""
+    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
+    Xtr, Xte = (torch.tensor((x - mu) / sd, dtype=torch.float32) for x in (Xtr, Xte))
+    classes = sorted(set(ytr))
+    target = torch.tensor([classes.index(v) for v in ytr])
+    W = torch.zeros(Xtr.shape[1], len(classes), requires_grad=True)
+    b = torch.zeros(len(classes), requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], max_iter=300)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(Xtr @ W + b, target) + weight_decay * W.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        predicted = (Xte @ W + b).argmax(1).tolist()
+    return float(np.mean([classes[p] == v for p, v in zip(predicted, yte)]))
+
+
+def probe(args) -> dict:
+    """Is the answer in the frozen layers' states already? Per kind, a linear probe on the state of the position
+    that predicts the answer's first token (after the frozen layers, as cached for the rows), fitted on 3/4 of
+    the training questions and scored on the rest, beside the majority answer of that quarter."""
+    from threedmoe_ros.models.lm_condition import LMConditionConfig
+    from threedmoe_ros.train.stage2 import Questions
+
+    states = torch.load(Path(args.work) / "qa_states.pt", weights_only=False)["items"]
+    records = Questions(args.data, LMConditionConfig().light_config(), args.questions, args.seed).records
+    if len(states) != len(records):
+        raise SystemExit(f"{args.work}/qa_states.pt holds {len(states)} questions, --data/--questions give {len(records)}")
+    X = np.stack([s.hidden[len(s.hidden) - len(s.answer) - 1].float().numpy() for s in states])
+    answers = np.array([r["answer"] for r in records])
+    rng = np.random.default_rng(args.seed)
+    out = {}
+    for kind in sorted({r["kind"] for r in records}):
+        idx = rng.permutation([i for i, r in enumerate(records) if r["kind"] == kind])
+        train, test = idx[: 3 * len(idx) // 4], idx[3 * len(idx) // 4:]
+        majority = max(np.mean(answers[test] == a) for a in set(answers[test]))
+        out[kind] = {"questions": len(idx), "majority": float(majority),
+                     "probe": linear_probe(X[train], list(answers[train]), X[test], list(answers[test]))}
+        print(f"{kind:<10} probe {out[kind]['probe']:.2f}  majority {majority:.2f}  ({len(idx)} questions)")
+    return out
+
+
 def run_row(row: str, args) -> dict:
     from threedmoe_ros.train.stage2 import Questions, Stage2Config, load_encoder, score, train
 
@@ -194,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init-from", default="", help="the policy whose 3D-MoE is tuned (default: the shipped default)")
     ap.add_argument("--rows", nargs="*", default=[], choices=list(ROWS), help="rows to train and score now")
     ap.add_argument("--report", action="store_true", help="write the table and plots from the rows done so far")
+    ap.add_argument("--probe", action="store_true",
+                    help="linear probes of the answer on the cached frozen states (writes table1_probe.json)")
     ap.add_argument("--work", default="runs/table1")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--tune-layers", type=int, default=4)
@@ -210,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_row(row, args)
         (Path(args.work) / f"{row}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(f"{row}: EM@1 {result['eval']['EM@1']:.3f} ({result['seconds']:.0f} s)", flush=True)
+    if args.probe:
+        (Path(args.out) / "table1_probe.json").write_text(json.dumps(probe(args), indent=2) + "\n")
     if args.report:
         result = report(args)
         out = Path(args.out)
