@@ -154,6 +154,10 @@ def report(args) -> dict:
         f = Path(args.work) / f"{row}.json"
         if f.is_file():
             rows[row] = json.loads(f.read_text())
+    for extra in args.also:  # a row of another budget, reported beside the table (not one of its equal-budget rows)
+        label, _, path = extra.partition("=")
+        rows[label] = json.loads(Path(path).read_text())
+        LABELS[label] = label
     for r in rows.values():
         r["eval"].pop("predictions", None)
         p, n = r["eval"]["EM@1"], r["eval"]["n"]
@@ -244,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe", action="store_true",
                     help="linear probes of the answer on the cached frozen states (writes table1_probe.json)")
     ap.add_argument("--work", default="runs/table1")
+    ap.add_argument("--also", nargs="*", default=[], metavar="LABEL=ROW.json",
+                    help="--report: rows trained at another budget or learning rate, shown after the table's rows")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--tune-layers", type=int, default=4)
     ap.add_argument("--steps", type=int, default=300)
