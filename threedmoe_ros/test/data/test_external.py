@@ -98,3 +98,23 @@ def test_errors_name_the_file_and_the_field(tmp_path, scenes):
     missing = write(tmp_path / "m.json", [{"scene_id": "scene0999_00", "question": "Q?", "answers": ["a"]}])
     with pytest.raises(FileNotFoundError, match=r"scene0999_00"):
         load_qa("scanqa", missing, scenes)
+
+
+def test_stage2_trains_on_scanqa_and_scores_against_every_answer(tmp_path, scenes):
+    """threedmoe-train-stage2 --qa-format scanqa: the 3D-MoE's top trains on the annotations with clouds from
+    the scene directory, and held-out scoring accepts any reference answer."""
+    from threedmoe_ros.models.lm_condition import LMConditionConfig, LMConditionEncoder
+    from threedmoe_ros.policy import Policy, PolicyConfig
+    from threedmoe_ros.train.stage2 import main as stage2
+
+    config = LMConditionConfig(llm="tiny", layer=2)
+    Policy(PolicyConfig(encoder="lm", encoder_config={"llm": "tiny", "layer": 2}),
+           encoder=LMConditionEncoder(config)).save_pretrained(tmp_path / "policy")
+    qa = scanqa(tmp_path)
+    assert stage2(["--out", str(tmp_path / "run"), "--qa-format", "scanqa", "--data", str(qa), "--scenes", str(scenes),
+                   "--eval-data", str(qa), "--init-from", str(tmp_path / "policy"), "--tune-layers", "1",
+                   "--moe", "e2-top2", "--lora", "tiny", "--max-steps", "1", "--batch-size", "2",
+                   "--warmup-steps", "0"]) == 0
+    result = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert result["eval"]["n"] == 2 and set(result["eval"]["per_kind"]) == {"scanqa"}
+    assert stage2(["--out", str(tmp_path / "bad"), "--qa-format", "scanqa", "--data", str(qa)]) == 2  # no --scenes

@@ -44,6 +44,10 @@ class Stage2Config(LoopConfig):
     lora: str = "smollm2-135m"
     # The ablation without the scene: questions are asked with no object tokens.
     no_3d: bool = False
+    # ScanQA, SQA3D or LEO annotations instead of simulator QA (scanqa | sqa3d | leo): --data and --eval-data
+    # are then annotation files, with each scene's cloud in --scenes (formats in data/external.py).
+    qa_format: str = ""
+    scenes: str = ""
     # Train on this many of the questions, drawn at random with --seed (0 = all).
     questions: int = 0
     # Where the frozen layers' states are kept (default OUT/qa_states.pt).
@@ -58,6 +62,8 @@ class Stage2Config(LoopConfig):
         super().__post_init__()
         if not self.data:
             raise ValueError("--data is required: a qa.jsonl or its directory (threedmoe-qa-data --out DIR)")
+        if self.qa_format and not self.scenes:
+            raise ValueError(f"--qa-format {self.qa_format} needs --scenes DIR: the clouds of its scenes")
         if self.tune_layers < 1:
             raise ValueError(f"--tune-layers must be >= 1 (Stage II trains the top), got {self.tune_layers}")
 
@@ -84,10 +90,17 @@ class Questions:
     the objects already (no clouds, no simulator: what a GPU host trains from). `limit` draws that many at
     random with `seed`, in file order (0 = all)."""
 
-    def __init__(self, path: str | Path, light, limit: int = 0, seed: int = 0):
+    def __init__(self, path: str | Path, light, limit: int = 0, seed: int = 0, qa_format: str = "",
+                 scenes: str | Path = ""):
         path = Path(path)
         self.light = light
-        if path.is_file() and path.suffix == ".pt":
+        if qa_format:  # ScanQA / SQA3D / LEO annotations, clouds from a scene directory (data/external.py)
+            from threedmoe_ros.data.external import load_qa
+
+            self._data, self._scenes = load_qa(qa_format, path, scenes), {}
+            records = [{"scene": it.scene_id, "question": it.question, "answer": it.answers[0],
+                        "answers": it.answers, "kind": qa_format} for it in self._data.items]
+        elif path.is_file() and path.suffix == ".pt":
             blob = torch.load(path, weights_only=False)
             if blob.get("light") != dataclasses.asdict(light):
                 raise ValueError(f"{path} holds objects made with {blob.get('light')}, not this model's {light}")
@@ -162,7 +175,7 @@ def score(encoder: LMConditionEncoder, data: Questions, no_3d: bool = False, bat
             predictions += encoder.answer_batch(scenes, qs)
             bar.update(len(qs))
     records = data.records
-    hits = [exact_match(p, [r["answer"]]) for p, r in zip(predictions, records)]
+    hits = [exact_match(p, r.get("answers", [r["answer"]])) for p, r in zip(predictions, records)]
     kinds = sorted({r["kind"] for r in records})
     per_kind = {k: float(np.mean([h for h, r in zip(hits, records) if r["kind"] == k])) for k in kinds}
     return {"EM@1": float(np.mean(hits)), "n": len(hits), "per_kind": per_kind,
@@ -193,15 +206,14 @@ def train(cfg: Stage2Config, progress: bool = True) -> tuple[LMConditionEncoder,
     out.mkdir(parents=True, exist_ok=True)
     states_path = Path(cfg.states or out / "qa_states.pt")
     ec = encoder.config
-    stamp = {"data": str(Path(cfg.data).resolve()), "cut": ec.cut, "llm": ec.llm, "order": ec.order,
-             "system": ec.system_prompt, "light": ec.light, "no_3d": cfg.no_3d, "questions": cfg.questions,
-             "seed": cfg.seed,
-             "align": float(encoder.align.double().sum())}
+    stamp = {"data": str(Path(cfg.data).resolve()), "qa_format": cfg.qa_format, "scenes": cfg.scenes,
+             "cut": ec.cut, "llm": ec.llm, "order": ec.order, "system": ec.system_prompt, "light": ec.light,
+             "no_3d": cfg.no_3d, "questions": cfg.questions, "seed": cfg.seed, "align": float(encoder.align.double().sum())}
     cached = torch.load(states_path, weights_only=False) if states_path.is_file() else None
     if cached is not None and cached["stamp"] == stamp:
         items = cached["items"]
     else:
-        data = Questions(cfg.data, encoder.light.config, cfg.questions, cfg.seed)
+        data = Questions(cfg.data, encoder.light.config, cfg.questions, cfg.seed, cfg.qa_format, cfg.scenes)
         items = lower_states(encoder, data, cfg.no_3d, progress=progress)
         with atomic(states_path) as tmp:  # runs in parallel may read it
             torch.save({"stamp": stamp, "items": items}, tmp)
@@ -210,7 +222,8 @@ def train(cfg: Stage2Config, progress: bool = True) -> tuple[LMConditionEncoder,
     summary = {"steps": result.steps, "seconds": result.seconds, "samples": result.samples,
                "samples_per_s": result.samples / max(result.seconds, 1e-9), "trainable_params": result.trainable_params}
     if cfg.eval_data:
-        summary["eval"] = score(encoder, Questions(cfg.eval_data, encoder.light.config), cfg.no_3d, progress=progress)
+        test = Questions(cfg.eval_data, encoder.light.config, qa_format=cfg.qa_format, scenes=cfg.scenes)
+        summary["eval"] = score(encoder, test, cfg.no_3d, progress=progress)
         (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     return encoder, summary
 
