@@ -228,7 +228,7 @@ def plot(result: dict, out: Path) -> None:
         ax2.plot(layers, [routes[layer]["entropy_over_logE"] for layer in layers], "ko-", label="entropy / log E")
         ax2.axhline(0.9, color="r", ls="--", label="0.9 log E")
         ax2.set_ylim(0, 1.05)
-        ax.set_xlabel("decoder layer")
+        ax.set_xlabel("layer of the trained top (0 = its lowest)")
         ax.set_ylabel("share of token assignments")
         ax.set_title(f"{LABELS[name]}: routing on held-out questions")
         ax.legend(loc="lower left", fontsize=7)
