@@ -1,14 +1,16 @@
-"""The 3D-MoE LM as Pose-DiT's condition: the frozen LM reads the instruction and then one token per
-object, and the head reads the LM's states of both beside the explicit object features.
+"""The 3D-MoE, the project's one multimodal LM: it reads the instruction and then one token per object,
+conditions Pose-DiT (the head reads its states beside the explicit object features) and answers questions.
 
 Prompt (ChatML, as the tokenizer renders it), with the default `order="instruction_first"`:
 
     <|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n{instruction}\\n[obj_1 … obj_M]
 
+and for a question the assistant turn and its answer follow the objects.
+
 - Object tokens come from each object's explicit features (the light encoder's: centroid, extent,
   colour, count, orientation, top-face CIELAB) through one linear map onto the LM's input-embedding
   space. The map is fitted by least squares onto the mean input embedding of each object's words
-  ("red block"), on simulator objects whose names are known (`fit_alignment`): the LM reads them
+  ("red block"), on simulator objects whose names are known (`fit_alignment`, Stage I): the LM reads them
   as words from the first step, with no backpropagation through it.
 - With the instruction first, each object token attends to the words, so its state says whether the
   instruction means it; and the instruction's keys and values do not change within an episode, so
@@ -16,15 +18,19 @@ Prompt (ChatML, as the tokenizer renders it), with the default `order="instructi
   `order="objects_first"` is the paper's order (objects, then the instruction), for the ablation.
 - The states are read after decoder layer `layer` (the LM is cut there: the layers above are never
   run), before any final norm. A middle layer carried more than the last in the probes (DESIGN.md §1).
+- The trained top (`tune_layers`, Stage II): the last layers below `layer` upcycled to experts (`moe`) with
+  LoRA and routers; the layers under them stay frozen, so their states are computed once per sample
+  (`LowerStates`) and each training step runs only the top. At step 0 it computes exactly the frozen LM.
 - The head's condition is the light encoder's (explicit object features + hashed words, mixed by a
   small Transformer), with the LM's object states added to the object tokens and the LM's instruction
   states appended as tokens of their own. Both enter through zero-initialised projections, so a
   policy started from a light checkpoint (`--init-from`) plans exactly as it did at step 0.
+- Answers (`answer`, `qa_loss`) are read from the same layer through the LM's output embedding.
 
-The LM is frozen and not part of the policy's weights: it is rebuilt from its preset on load, so a
-checkpoint holds only the light encoder, the alignment map, the two projections and the head.
-`precompute` returns what does not train (objects and LM states) for one sample, so training runs
-the LM once per sample (train/pose_dit.py keeps them), not once per step.
+The LM's own weights are never part of a checkpoint: it is rebuilt from its preset on load, so a policy holds
+the light encoder, the alignment map, the two projections, a trained top's LoRA, routers and norm copy, and
+the head. `precompute` returns what does not train for each sample, so training runs the frozen layers once
+per sample (train/pose_dit.py and train/stage2.py keep them), not once per step.
 """
 
 from __future__ import annotations
