@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     speedup = rows["top, MoE x4"]["samples_per_s"] / rows["full pass"]["samples_per_s"]
     result = {"machine": {"cpu": platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
                           "torch": torch.__version__, "load_average": os.getloadavg()},
-              "settings": {k: str(v) for k, v in vars(args).items()}, "mean_tokens": tokens, "rows": rows,
+              "settings": {k: str(v) for k, v in vars(args).items() if k != "out"}, "mean_tokens": tokens, "rows": rows,
               "top_over_full": speedup}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for name, r in rows.items():

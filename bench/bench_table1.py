@@ -164,7 +164,7 @@ def report(args) -> dict:
         r["eval"]["EM@1_se"] = (p * (1 - p) / n) ** 0.5
     result = {
         "machine": {"cpu": platform.machine(), "cores": os.cpu_count(), "threads": 1, "torch": torch.__version__},
-        "settings": {k: v for k, v in vars(args).items() if k not in ("rows", "report")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("rows", "report", "out")},
         "data": {"train_questions": len(train_items), "test_questions": len(test_items),
                  "chance": {k: chance([it for it in test_items if it["kind"] == k]) for k in kinds}},
         "rows": rows,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,17 +229,25 @@ class LMConditionEncoder(ConditionEncoder):
     def prompt_parts(self, instruction: str) -> tuple[list[int], list[int], list[int]]:
         """Token ids (before, instruction, after): the objects go after all three (instruction_first)
         or between `before` and the instruction (objects_first)."""
-        before = self._template(False).split("\x00")[0]
-        return self._ids(before), self._ids(instruction.strip()), self._ids("\n")
+        return list(self._before), self._ids(instruction.strip()), self._ids("\n")
+
+    # The prompt's fixed pieces, tokenized once (not per sample and per generated token).
+    @functools.cached_property
+    def _before(self) -> list[int]:
+        return self._ids(self._template(False).split("\x00")[0])
 
     def _template(self, generation: bool) -> str:
         return self.tokenizer.apply_chat_template(
             [{"role": "system", "content": self.config.system_prompt}, {"role": "user", "content": "\x00"}],
             tokenize=False, add_generation_prompt=generation)
 
+    @functools.cached_property
+    def _assistant(self) -> list[int]:
+        return self._ids(self._template(True).split("\x00")[1])
+
     def assistant_ids(self) -> list[int]:
         """What closes the user turn and opens the answer, after the objects (a question's prompt only)."""
-        return self._ids(self._template(True).split("\x00")[1])
+        return list(self._assistant)
 
     def answer_ids(self, answer: str) -> list[int]:
         """An answer's tokens and the end of turn: the targets of the LM loss."""

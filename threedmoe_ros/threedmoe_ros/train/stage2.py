@@ -69,16 +69,23 @@ class Stage2Config(LoopConfig):
 
 
 def load_encoder(init_from: str, **overrides) -> LMConditionEncoder:
-    """The 3D-MoE of a policy checkpoint (its alignment and light side), rebuilt with `overrides` (the top)."""
+    """The 3D-MoE of a policy checkpoint (its alignment and light side), rebuilt with `overrides` (the top).
+    Only the checkpoint's config and its encoder's tensors are read, so the LM is built once, here."""
     from threedmoe_ros.checkpoints import DEFAULT_POLICY
-    from threedmoe_ros.policy import Policy
+    from threedmoe_ros.models.checkpoint import load_tensors, read_json
+    from threedmoe_ros.policy import CONFIG_NAME, WEIGHTS_NAME, PolicyConfig
 
-    policy = Policy.from_pretrained(init_from or DEFAULT_POLICY)
-    if policy.config.encoder != "lm":
-        raise ValueError(f"{init_from} holds a {policy.config.encoder!r} policy; Stage II tunes an 'lm' policy's 3D-MoE")
-    config = LMConditionConfig(**{**policy.config.encoder_config, **overrides})
+    path = Path(init_from or DEFAULT_POLICY)
+    try:
+        policy_config = PolicyConfig.from_dict(read_json(path / CONFIG_NAME, "policy config"))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path / CONFIG_NAME} is not a valid policy config: {e}") from None
+    if policy_config.encoder != "lm":
+        raise ValueError(f"{init_from} holds a {policy_config.encoder!r} policy; Stage II tunes an 'lm' policy's 3D-MoE")
+    config = LMConditionConfig(**{**policy_config.encoder_config, **overrides})
     encoder = LMConditionEncoder(config)
-    missing, unexpected = encoder.load_state_dict(policy.encoder.state_dict(), strict=False)
+    state = {k[len("encoder."):]: v for k, v in load_tensors(path / WEIGHTS_NAME).items() if k.startswith("encoder.")}
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("tuned.")]:
         raise CheckpointError(f"{init_from}: its encoder does not fit {config} ({missing[:3]}, {unexpected[:3]})")
     return encoder
